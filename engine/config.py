@@ -1,0 +1,85 @@
+"""One frozen configuration, read from flags and LOOKALIKE_* environment variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from features.fusion import DEFAULT_WEIGHTS
+
+ENV_PREFIX = "LOOKALIKE_"
+
+
+@dataclass(frozen=True)
+class Config:
+    images: Path = Path("static/images")
+    cache: Path = Path("cache")
+    host: str = "127.0.0.1"
+    port: int = 5050
+    top_k: int = 12
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    max_upload_mb: int = 25
+    # Uploads: far above any real query, far below a decompression bomb.
+    upload_max_pixels: int = 100_000_000
+    # Collection files: just above the largest real design seen (623 MP), which streams.
+    index_max_pixels: int = 700_000_000
+    threads: int = max(1, os.cpu_count() or 1)
+    batch_size: int = 32
+    secure_cookies: bool = False
+    # Weights folder; defaults to <cache>/models.  Several collections can share one.
+    models: Path | None = None
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models or self.cache / "models"
+
+    @property
+    def index_file(self) -> Path:
+        return self.cache / "index.npz"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.cache / "thumbs"
+
+    def with_overrides(self, **values) -> "Config":
+        """A copy with the given non-None values replaced."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """'clip=0.5,resnet=0.3,hsv=0.2' (or JSON) -> {'clip': 0.5, ...}."""
+    import json
+
+    text = text.strip()
+    if text.startswith("{"):
+        raw = json.loads(text)
+    else:
+        raw = dict(part.split("=", 1) for part in text.split(",") if part.strip())
+    weights = {str(k).strip(): float(v) for k, v in raw.items()}
+    unknown = set(weights) - set(DEFAULT_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown feature(s) in weights: {', '.join(sorted(unknown))}")
+    if any(v < 0 for v in weights.values()):
+        raise ValueError("weights must not be negative")
+    return {**DEFAULT_WEIGHTS, **weights}
+
+
+def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
+    """Defaults overridden by LOOKALIKE_* variables; flags override these in turn."""
+    def get(name: str):
+        return environ.get(ENV_PREFIX + name)
+
+    values: dict = {}
+    for name, convert in (
+        ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
+        ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
+        ("THREADS", int), ("BATCH_SIZE", int),
+    ):
+        if get(name):
+            values[name.lower()] = convert(get(name))
+    if get("WEIGHTS"):
+        values["weights"] = parse_weights(get("WEIGHTS"))
+    if get("SECURE_COOKIES"):
+        values["secure_cookies"] = get("SECURE_COOKIES").lower() in ("1", "true", "yes")
+    return Config(**values)

@@ -1,0 +1,180 @@
+"""The engine: owns extractors, the current snapshot and background reindexing.
+
+It knows nothing about HTTP; the web layer and the command line both call it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+from PIL import Image
+
+from engine import models, store
+from engine.config import Config
+from engine.decode import Decoded, decode
+from engine.indexer import Indexer, IndexReport
+from engine.search import SearchResult, rank
+from engine.snapshot import Snapshot, build_snapshot
+from features import FEATURE_NAMES
+from features.base import Extractor
+
+log = logging.getLogger(__name__)
+
+
+class ReindexRunning(RuntimeError):
+    """A reindex is already in progress."""
+
+
+@dataclass
+class ReindexProgress:
+    running: bool = False
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    report: dict | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict:
+        elapsed = ((self.finished_at or time.time()) - self.started_at) if self.started_at else 0.0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        return {
+            "running": self.running, "done": self.done, "total": self.total, "current": self.current,
+            "percent": round(100.0 * self.done / self.total, 1) if self.total else (100.0 if not self.running else 0.0),
+            "images_per_second": round(rate, 2),
+            "eta_seconds": round((self.total - self.done) / rate, 1) if rate > 0 and self.running else None,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "error": self.error, "report": self.report,
+        }
+
+
+class Engine:
+    def __init__(self, config: Config, extractors: Mapping[str, Extractor] | None = None) -> None:
+        self.config = config
+        self._fixed_extractors = extractors is not None
+        if extractors is None:
+            self.extractors, self.missing = models.load_extractors(config.models_dir, config.batch_size)
+            self._warn_missing({})
+        else:
+            self.extractors, self.missing = dict(extractors), {}
+        self._query_lock = threading.Lock()  # one query inference at a time: torch already uses every core
+        self._reindex_lock = threading.Lock()
+        self.progress = ReindexProgress()
+        self.progress_listener: Callable[[int, int, str], None] | None = None
+        self._snapshot = self._make_snapshot(store.load_or_empty(config.index_file))
+
+    # -- reading -----------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def status(self) -> dict:
+        snap = self._snapshot
+        return {
+            "images": snap.size,
+            "features": list(snap.features),
+            "features_off": self.missing,
+            "weights": dict(snap.weights),
+            "last_indexed": snap.data.indexed_at,
+            "index_complete": snap.data.complete,
+            "skipped": len(snap.data.skipped),
+            "reindex": self.progress.as_dict(),
+        }
+
+    def decode_query(self, data: bytes) -> Decoded:
+        return decode(data, max_pixels=self.config.upload_max_pixels)
+
+    def search_bytes(self, data: bytes, top_k: int, weights: Mapping[str, float] | None = None) -> list[SearchResult]:
+        """Search with an uploaded or on-disk image's bytes; raises UnreadableImage."""
+        decoded = self.decode_query(data)
+        return self.search_image(decoded.image, top_k, weights, hashlib.sha256(data).hexdigest())
+
+    def search_image(
+        self, image: Image.Image, top_k: int, weights: Mapping[str, float] | None = None, sha256: str | None = None
+    ) -> list[SearchResult]:
+        snap = self._snapshot
+        query = self.embed(image, snap.features)
+        return rank(snap, query, top_k, {**self.config.weights, **(weights or {})}, FEATURE_NAMES, sha256)
+
+    def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        with self._query_lock:
+            return {n: self.extractors[n].embed([image])[0] for n in names if n in self.extractors}
+
+    # -- indexing ----------------------------------------------------------
+    def reindex(self) -> IndexReport:
+        """Index synchronously (command line); raises ReindexRunning if one is going."""
+        if not self._reindex_lock.acquire(blocking=False):
+            raise ReindexRunning("a reindex is already running")
+        try:
+            return self._reindex()
+        finally:
+            self._reindex_lock.release()
+
+    def start_reindex(self) -> None:
+        """Begin a background reindex; searches keep using the current snapshot meanwhile."""
+        if not self._reindex_lock.acquire(blocking=False):
+            raise ReindexRunning("a reindex is already running")
+        self.progress = ReindexProgress(running=True, started_at=time.time())
+        thread = threading.Thread(target=self._background, name="reindex", daemon=True)
+        thread.start()
+
+    def _background(self) -> None:
+        try:
+            self._reindex()
+        except Exception as exc:  # reported through GET /reindex; the old snapshot stays
+            log.exception("Reindex failed")
+            self.progress.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.progress.running = False
+            self.progress.finished_at = time.time()
+            self._reindex_lock.release()
+
+    def _reindex(self) -> IndexReport:
+        self._refresh_extractors()
+        if not self.progress.running:
+            self.progress = ReindexProgress(running=True, started_at=time.time())
+        previous = store.load_or_empty(self.config.index_file)
+        # No model lock here: inference is thread-safe, and searches must keep answering.
+        data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
+        self._snapshot = self._make_snapshot(data)
+        self.progress.report = report.as_dict()
+        self.progress.running = False
+        self.progress.finished_at = time.time()
+        log.info("Indexed %d, unchanged %d, removed %d, skipped %d in %.1fs",
+                 report.indexed, report.unchanged, report.removed, len(report.skipped), report.seconds)
+        return report
+
+    def _on_progress(self, done: int, total: int, current: str) -> None:
+        self.progress.done, self.progress.total, self.progress.current = done, total, current
+        if self.progress_listener:
+            self.progress_listener(done, total, current)
+
+    def _refresh_extractors(self) -> None:
+        """Pick up weights that appeared since start-up, keeping models already loaded."""
+        if self._fixed_extractors:
+            return
+        fresh, missing = models.load_extractors(self.config.models_dir, self.config.batch_size)
+        before, self.missing = self.missing, missing
+        self._warn_missing(before)
+        for name, extractor in fresh.items():
+            current = self.extractors.get(name)
+            if current is None or current.fingerprint() != extractor.fingerprint():
+                self.extractors[name] = extractor
+
+    def _warn_missing(self, before: Mapping[str, str]) -> None:
+        for name, reason in self.missing.items():
+            if name not in before:
+                log.warning("FEATURE OFF: %s", reason)
+        for name in set(before) - set(self.missing):
+            log.warning("FEATURE ON: %s weights found; its vectors will be extracted", name)
+
+    def _make_snapshot(self, data: store.IndexData) -> Snapshot:
+        active = tuple(n for n in FEATURE_NAMES if n in self.extractors)
+        return build_snapshot(data, active, self.config.weights)

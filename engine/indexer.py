@@ -1,0 +1,227 @@
+"""Incremental indexing: find what changed, extract only that, save atomically.
+
+Per file, a feature is (re)extracted only when the file is new, its bytes
+changed, or the feature's fingerprint (model, weights, preprocessing)
+differs from the one its stored row was made with.  Reading, hashing,
+decoding, thumbnails and the colour histogram run in worker threads while
+the networks run on batches in the calling thread.  The index is saved as a
+checkpoint every few hundred images, so an interrupted run resumes there.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+from PIL import Image
+
+from engine import store
+from engine.config import Config
+from engine.decode import UnreadableImage, decode
+from engine.parallel import ordered_map
+from engine.scan import FileInfo, scan
+from engine.store import Entry, IndexData
+from engine.thumbs import write_thumb
+from features.base import Extractor
+
+log = logging.getLogger(__name__)
+
+# Extractors cheap enough to run inside the decode workers, in parallel.
+WORKER_FEATURES = {"hsv"}
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
+            "skipped": self.skipped, "features": self.features, "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Prepared:
+    """A file after the worker stage: its entry, picture and worker-side features."""
+
+    file: FileInfo
+    needs: frozenset[str]
+    entry: Entry | None = None
+    image: Image.Image | None = None
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Indexer:
+    def __init__(self, config: Config, extractors: Mapping[str, Extractor], checkpoint_every: int = 256) -> None:
+        self.config = config
+        self.extractors = dict(extractors)
+        self.fingerprints = {name: ex.fingerprint() for name, ex in self.extractors.items()}
+        self.checkpoint_every = checkpoint_every
+
+    def run(self, previous: IndexData, progress: ProgressFn | None = None) -> tuple[IndexData, IndexReport]:
+        started = time.monotonic()
+        report = IndexReport(features=sorted(self.extractors))
+        files = list(scan(self.config.images))
+        dims = {name: ex.dim for name, ex in self.extractors.items()}
+        state = _RunState(previous, self.fingerprints, dims, files)
+        report.removed = len({e.path for e in previous.entries} - {f.path for f in files})
+        work = []
+        for file in files:
+            needs = state.needs(file)
+            if needs is None:
+                report.skipped.append({"path": file.path, "reason": previous.skipped[file.path]["reason"]})
+            elif needs:
+                work.append((file, frozenset(needs)))
+            else:
+                report.unchanged += 1
+        done = 0
+        try:
+            batch: list[Prepared] = []
+            for prepared in ordered_map(self._prepare, work, self.config.threads, window=4 * self.config.batch_size):
+                batch.append(prepared)
+                if len(batch) >= self.config.batch_size:
+                    done += self._finish(batch, state, report)
+                    batch = []
+                    if progress:
+                        progress(done, len(work), prepared.file.path)
+                    if state.fresh_since_checkpoint >= self.checkpoint_every:
+                        self._checkpoint(state)
+            done += self._finish(batch, state, report)
+        except BaseException:
+            self._checkpoint(state)  # Ctrl-C or a crash: keep what was extracted
+            raise
+        if progress:
+            progress(done, len(work), "")
+        data = state.assemble(complete=True)
+        data.indexed_at = time.time()
+        store.save(data, self.config.index_file)
+        report.seconds = time.monotonic() - started
+        return data, report
+
+    def _prepare(self, item: tuple[FileInfo, frozenset[str]]) -> Prepared:
+        """Worker stage: read once, hash, decode once, thumbnail, cheap features."""
+        file, needs = item
+        prepared = Prepared(file=file, needs=needs)
+        try:
+            data = (self.config.images / file.path).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            decoded = decode(data, max_pixels=self.config.index_max_pixels)
+        except (UnreadableImage, OSError) as exc:
+            prepared.error = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read file: {exc.strerror or exc}"
+            return prepared
+        prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
+        prepared.image = decoded.image
+        write_thumb(self.config.thumbs_dir, digest, decoded.image)
+        for name in needs & WORKER_FEATURES:
+            prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
+        return prepared
+
+    def _finish(self, batch: list[Prepared], state: "_RunState", report: IndexReport) -> int:
+        """Main-thread stage: run the networks on the batch and record the rows."""
+        good = [p for p in batch if p.error is None]
+        for p in batch:
+            if p.error is not None:
+                log.warning("Skipped %s: %s", p.file.path, p.error)
+                report.skipped.append({"path": p.file.path, "reason": p.error})
+                state.skip(p.file, p.error)
+        for name in set().union(*(p.needs for p in good)) - WORKER_FEATURES if good else ():
+            wanting = [p for p in good if name in p.needs]
+            for p, row in zip(wanting, self.extractors[name].embed([p.image for p in wanting])):
+                p.rows[name] = row
+        for p in good:
+            state.record(p)
+            p.image = None
+        report.indexed += len(good)
+        return len(batch)
+
+    def _checkpoint(self, state: "_RunState") -> None:
+        if state.fresh_since_checkpoint:
+            store.save(state.assemble(complete=False), self.config.index_file)
+            state.fresh_since_checkpoint = 0
+
+
+class _RunState:
+    """What is known during a run: the previous index plus rows made so far."""
+
+    def __init__(
+        self, previous: IndexData, fingerprints: Mapping[str, str], dims: Mapping[str, int], files: list[FileInfo]
+    ) -> None:
+        self.previous = previous
+        self.fingerprints = dict(fingerprints)
+        self.dims = {**{n: v.shape[1] for n, v in previous.vectors.items()}, **dims}
+        self.files = files
+        self.old_row = {e.path: i for i, e in enumerate(previous.entries)}
+        self.fresh: dict[str, tuple[Entry, dict[str, np.ndarray]]] = {}
+        self.skipped: dict[str, dict] = {}
+        self.fresh_since_checkpoint = 0
+
+    def valid(self, name: str, row: int) -> bool:
+        """Whether the stored row of feature `name` was made by today's extractor."""
+        prev = self.previous
+        return prev.fingerprints.get(name) == self.fingerprints[name] and bool(prev.present[name][row])
+
+    def needs(self, file: FileInfo) -> set[str] | None:
+        """Features to extract for a file; None when it is a known-bad unchanged file."""
+        bad = self.previous.skipped.get(file.path)
+        if bad and bad["size"] == file.size and bad["mtime_ns"] == file.mtime_ns:
+            self.skipped[file.path] = bad
+            return None
+        row = self.old_row.get(file.path)
+        if row is None:
+            return set(self.fingerprints)
+        old = self.previous.entries[row]
+        if (old.size, old.mtime_ns) != (file.size, file.mtime_ns):
+            return set(self.fingerprints)
+        return {name for name in self.fingerprints if not self.valid(name, row)}
+
+    def skip(self, file: FileInfo, reason: str) -> None:
+        self.skipped[file.path] = {"size": file.size, "mtime_ns": file.mtime_ns, "reason": reason}
+
+    def record(self, prepared: Prepared) -> None:
+        self.fresh[prepared.file.path] = (prepared.entry, prepared.rows)
+        self.fresh_since_checkpoint += 1
+
+    def assemble(self, complete: bool) -> IndexData:
+        """The index as of now: fresh rows, else still-valid old rows, per feature."""
+        prev = self.previous
+        names = sorted(set(self.fingerprints) | set(prev.vectors))
+        entries, sources = [], []
+        for file in self.files:
+            if file.path in self.fresh:
+                entry, rows = self.fresh[file.path]
+                entries.append(entry)
+                sources.append((self.old_row.get(file.path), rows, entry))
+            elif file.path in self.old_row and file.path not in self.skipped:
+                row = self.old_row[file.path]
+                entries.append(prev.entries[row])
+                sources.append((row, {}, prev.entries[row]))
+        data = IndexData(entries=entries, skipped=self.skipped, complete=complete, indexed_at=prev.indexed_at)
+        for name in names:
+            block = np.zeros((len(entries), self.dims[name]), dtype=np.float32)
+            has = np.zeros(len(entries), dtype=bool)
+            for i, (row, rows, entry) in enumerate(sources):
+                if name in rows:
+                    block[i], has[i] = rows[name], True
+                elif row is not None and name in prev.vectors and prev.present[name][row] \
+                        and prev.entries[row].sha256 == entry.sha256 and self._still_valid(name, row):
+                    block[i], has[i] = prev.vectors[name][row], True
+            data.vectors[name], data.present[name] = block, has
+            data.fingerprints[name] = self.fingerprints.get(name, prev.fingerprints.get(name, ""))
+        return data
+
+    def _still_valid(self, name: str, row: int) -> bool:
+        # A feature that is switched off today keeps its old rows for when it returns.
+        return name not in self.fingerprints or self.valid(name, row)
+

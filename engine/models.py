@@ -1,0 +1,151 @@
+"""Model weights: where they are expected, fetching, importing, and building extractors."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from features import NETWORKS, HsvHistogram
+from features.base import Extractor
+from features.weights import WeightsSpec, file_sha256
+
+log = logging.getLogger(__name__)
+HASH_MEMO = "hashes.json"
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    name: str
+    description: str
+    path: str
+    present: bool
+    official: bool | None
+    url: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def expected_path(models_dir: Path, spec: WeightsSpec) -> Path:
+    return models_dir / spec.filename
+
+
+def find_weights(models_dir: Path, spec: WeightsSpec) -> Path | None:
+    """The official file name, or an imported file with the same stem and an accepted suffix."""
+    official = expected_path(models_dir, spec)
+    if official.is_file():
+        return official
+    stem = Path(spec.filename).stem
+    for suffix in spec.suffixes:
+        candidate = models_dir / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def status(models_dir: Path) -> list[WeightsStatus]:
+    rows = []
+    for spec, _ in NETWORKS.values():
+        found = find_weights(models_dir, spec)
+        official = spec.is_official(file_sha256(found, models_dir / HASH_MEMO)) if found else None
+        rows.append(WeightsStatus(
+            name=spec.name, description=spec.description,
+            path=str(found or expected_path(models_dir, spec)), present=found is not None,
+            official=official, url=spec.url,
+        ))
+    return rows
+
+
+def load_extractors(models_dir: Path, batch_size: int = 32) -> tuple[dict[str, Extractor], dict[str, str]]:
+    """Every extractor whose weights are present, plus a reason for each one switched off."""
+    extractors: dict[str, Extractor] = {}
+    missing: dict[str, str] = {}
+    for name, (spec, factory) in NETWORKS.items():
+        path = find_weights(models_dir, spec)
+        if path is None:
+            missing[name] = (
+                f"{spec.description}: weights not found at {expected_path(models_dir, spec)}; "
+                f"run `python image.py models fetch` or `models import FILE`"
+            )
+            continue
+        extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size)
+    extractors["hsv"] = HsvHistogram()
+    return extractors, missing
+
+
+def fetch(models_dir: Path, progress: Callable[[str, int, int], None] | None = None) -> list[str]:
+    """Download every missing weights file, verifying its checksum; returns what was fetched."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for spec, _ in NETWORKS.values():
+        if find_weights(models_dir, spec):
+            continue
+        target = expected_path(models_dir, spec)
+        partial = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(spec.url, timeout=60) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress:
+                    progress(spec.name, done, total)
+        if not spec.is_official(digest.hexdigest()):
+            partial.unlink()
+            raise ValueError(f"{spec.name}: checksum mismatch for {spec.url}; download discarded")
+        partial.replace(target)
+        fetched.append(spec.name)
+    return fetched
+
+
+def import_file(models_dir: Path, source: Path) -> WeightsStatus:
+    """Copy a weights file into the models folder under the name the loader looks for."""
+    spec = identify(source)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in spec.suffixes:  # one file per network: drop an older import
+        old = models_dir / f"{Path(spec.filename).stem}{suffix}"
+        if old.exists():
+            old.unlink()
+    target = models_dir / f"{Path(spec.filename).stem}{source.suffix.lower()}"
+    shutil.copyfile(source, target.with_name(target.name + ".part"))
+    target.with_name(target.name + ".part").replace(target)
+    return next(row for row in status(models_dir) if row.name == spec.name)
+
+
+def identify(source: Path) -> WeightsSpec:
+    """Which network a weights file belongs to, by official hash, else by its tensor names."""
+    digest = file_sha256(source)
+    for spec, _ in NETWORKS.values():
+        if spec.is_official(digest):
+            return spec
+    keys = _tensor_names(source)
+    if any(k.startswith(("visual.", "transformer.", "token_embedding")) for k in keys):
+        return NETWORKS["clip"][0]
+    if any(k.startswith(("layer4.", "conv1.", "fc.")) for k in keys):
+        return NETWORKS["resnet"][0]
+    raise ValueError(f"{source}: not a CLIP ViT-B/32 or ResNet50 weights file")
+
+
+def _tensor_names(source: Path) -> list[str]:
+    if source.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(source), framework="pt") as handle:
+            return list(handle.keys())
+    import torch
+
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{source}: not a readable state dict ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{source}: not a state dict")
+    return [k[7:] if k.startswith("module.") else k for k in state]

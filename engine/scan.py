@@ -1,0 +1,61 @@
+"""Walk the images folder: which design files exist, with size and mtime."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+# Folders Lookalike itself writes into the images folder; never indexed.
+IGNORED_DIRS = {".lookalike-quarantine"}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str  # relative, '/' separators
+    size: int
+    mtime_ns: int
+
+
+def scan(root: Path) -> Iterator[FileInfo]:
+    """Every image file under root, skipping hidden files and links that leave root."""
+    root = root.resolve()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue  # .DS_Store, ._resource forks, hidden folders
+            if entry.is_symlink() and not _inside(Path(entry.path), root):
+                continue
+            if entry.is_dir():
+                if entry.name not in IGNORED_DIRS:
+                    stack.append(Path(entry.path))
+            elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                stat = entry.stat()
+                rel = Path(entry.path).relative_to(root).as_posix()
+                yield FileInfo(rel, stat.st_size, stat.st_mtime_ns)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def resolve_inside(root: Path, relative: str) -> Path | None:
+    """The real path of `relative` under root, or None if it escapes or is not a file."""
+    if not relative or "\x00" in relative or Path(relative).is_absolute() or relative.startswith(("/", "\\")):
+        return None
+    root = root.resolve()
+    candidate = (root / relative).resolve()
+    if not _inside(candidate, root) or not candidate.is_file():
+        return None
+    return candidate

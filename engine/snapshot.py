@@ -1,0 +1,54 @@
+"""An immutable, searchable view of the index: vectors plus a FAISS inner-product index.
+
+Searches read one snapshot; a finished reindex swaps in a new one, so a
+search never sees half an index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping
+
+import faiss
+import numpy as np
+
+from engine.store import IndexData
+from features.fusion import fuse, normalize_weights
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    data: IndexData
+    features: tuple[str, ...]  # features active in the fused index
+    weights: Mapping[str, float]  # the weights the fused rows were built with
+    index: faiss.Index
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        """Row number of each indexed path."""
+        return {e.path: i for i, e in enumerate(self.data.entries)}
+
+
+def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float]) -> Snapshot:
+    """Fuse the active features of every row and put them in a flat inner-product index."""
+    features = tuple(n for n in active if n in data.vectors and weights.get(n, 0) > 0)
+    if not features:
+        features = tuple(n for n in active if n in data.vectors)
+    dim = sum(data.vectors[n].shape[1] for n in features)
+    index = faiss.IndexFlatIP(max(dim, 1))
+    used = normalize_weights(weights, features) if features else {}
+    if features and len(data):
+        index.add(fuse({n: data.vectors[n] for n in features}, used))
+    return Snapshot(data=data, features=features, weights=used, index=index)
+
+
+def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-feature cosine of the query with each given row (0 where a row lacks the feature)."""
+    return {
+        name: snapshot.data.vectors[name][rows] @ query[name].ravel()
+        for name in snapshot.features
+    }

@@ -1,0 +1,25 @@
+"""Small JPEG previews for the results grid, made from the already-decoded picture."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+THUMB_SIDE = 256
+
+
+def thumb_path(thumbs_dir: Path, sha256: str) -> Path:
+    return thumbs_dir / sha256[:2] / f"{sha256}.jpg"
+
+
+def write_thumb(thumbs_dir: Path, sha256: str, image: Image.Image) -> None:
+    target = thumb_path(thumbs_dir, sha256)
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    small = image.copy()
+    small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    small.save(tmp, "JPEG", quality=85)
+    os.replace(tmp, target)

@@ -1,0 +1,88 @@
+"""CLIP ViT-B/32 image (and text) embeddings via open_clip, OpenAI weights.
+
+OpenAI trained these weights with QuickGELU, so the quick-GELU variant of the
+architecture is built; the plain one silently gives worse features.
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from features.base import PREPROCESS, LazyModel, l2_normalize, to_batch
+from features.weights import WeightsSpec
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE = "ViT-B-32-quickgelu"
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+WEIGHTS = WeightsSpec(
+    name="clip",
+    filename="ViT-B-32-quickgelu-openai.pt",
+    url="https://openaipublic.azureedge.net/clip/models/"
+    "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+    sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+    description="CLIP ViT-B/32 (OpenAI, QuickGELU), 512-d",
+    suffixes=(".safetensors", ".bin", ".pt", ".pth"),
+)
+
+
+def is_torchscript(path: Path) -> bool:
+    """OpenAI's own release is a TorchScript archive, not a plain state dict."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+class ClipExtractor:
+    name = "clip"
+    dim = 512
+
+    def __init__(self, weights: Path, digest: str, batch_size: int = 32) -> None:
+        self.weights = weights
+        self.digest = digest
+        self.batch_size = batch_size
+        self._model = LazyModel(self._build)
+
+    def fingerprint(self) -> str:
+        return f"{ARCHITECTURE}:{self.digest[:16]}:{PREPROCESS}"
+
+    def _build(self):
+        import open_clip
+        import torch
+
+        model = open_clip.create_model(ARCHITECTURE, pretrained=None)
+        official = WEIGHTS.is_official(self.digest)
+        if is_torchscript(self.weights) and not official:
+            # A TorchScript archive carries code; only the verified release is trusted.
+            raise ValueError(f"{self.weights}: TorchScript archive with an unofficial hash refused")
+        if not official:
+            log.warning("CLIP weights %s are not the official file (sha256 %s...)", self.weights, self.digest[:12])
+        open_clip.load_checkpoint(model, str(self.weights), weights_only=not official)
+        model.eval()
+        return model, open_clip.get_tokenizer(ARCHITECTURE)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        model, _ = self._model.get()
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = to_batch(images[start : start + self.batch_size], MEAN, STD)
+                rows.append(model.encode_image(batch).float().numpy())
+        return l2_normalize(np.concatenate(rows))
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        model, tokenizer = self._model.get()
+        with torch.inference_mode():
+            return l2_normalize(model.encode_text(tokenizer(list(texts))).float().numpy())

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Lookalike's one entry point: parse the command line, build the config, call the engine.
+
+    python image.py serve    [--images DIR] [--cache DIR] [--host H] [--port P]
+    python image.py index    [--images DIR] [--cache DIR] [--json]
+    python image.py search   QUERY_IMAGE... [--top-k K] [--weights clip=.5,resnet=.3,hsv=.2] [--json]
+    python image.py models   status [--json] | fetch | import FILE...
+    python image.py set-password
+
+Flags override LOOKALIKE_* environment variables, which override defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from engine.config import Config, from_environment, parse_weights
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not getattr(args, "json", False) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    config = from_environment().with_overrides(
+        images=_path(getattr(args, "images", None)), cache=_path(getattr(args, "cache", None)),
+        models=_path(getattr(args, "models", None)),
+        host=getattr(args, "host", None), port=getattr(args, "port", None),
+    )
+    return args.handler(config, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="image.py", description="Lookalike: find designs that look alike.")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a flag given before a nested sub-command must not be reset by it.
+    common.add_argument("--images", default=argparse.SUPPRESS, help="folder of design images (default static/images)")
+    common.add_argument("--cache", default=argparse.SUPPRESS, help="folder for the index and secrets (default cache)")
+    common.add_argument("--models", default=argparse.SUPPRESS, help="folder of model weights (default CACHE/models)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="start the web app (waitress)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=cmd_serve)
+
+    index = sub.add_parser("index", parents=[common], help="index new, changed and deleted images")
+    index.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    index.set_defaults(handler=cmd_index)
+
+    search = sub.add_parser("search", parents=[common], help="find the closest designs to query images")
+    search.add_argument("queries", nargs="+", metavar="QUERY_IMAGE")
+    search.add_argument("--top-k", type=int, default=None)
+    search.add_argument("--weights", type=parse_weights, help="e.g. clip=0.5,resnet=0.3,hsv=0.2")
+    search.add_argument("--json", action="store_true", help="one JSON line per query")
+    search.set_defaults(handler=cmd_search)
+
+    models = sub.add_parser("models", parents=[common], help="model weights: status, fetch, import")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    status = models_sub.add_parser("status", parents=[common])
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_models_status)
+    models_sub.add_parser("fetch", parents=[common]).set_defaults(handler=cmd_models_fetch)
+    imp = models_sub.add_parser("import", parents=[common])
+    imp.add_argument("files", nargs="+", type=Path)
+    imp.set_defaults(handler=cmd_models_import)
+
+    password = sub.add_parser("set-password", parents=[common], help="set the web password (stored hashed)")
+    password.set_defaults(handler=cmd_set_password)
+    return parser
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    import waitress
+
+    from web import create_app
+    from web.passwords import ensure_password
+
+    generated = ensure_password(config.cache, os.environ.get("LOOKALIKE_PASSWORD"))
+    if generated:
+        print(f"\nNo password was set. Generated one (shown only now):\n\n    {generated}\n\n"
+              "Change it with: python image.py set-password\n", flush=True)
+    app = create_app(config)
+    print(f"Lookalike on http://{config.host}:{config.port}/  (images: {config.images})", flush=True)
+    waitress.serve(app, host=config.host, port=config.port, threads=8, max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 65536)
+    return 0
+
+
+def cmd_index(config: Config, args: argparse.Namespace) -> int:
+    from engine.core import Engine
+
+    if not config.images.is_dir():
+        print(f"error: images folder {config.images} does not exist", file=sys.stderr)
+        return 2
+    engine = Engine(config)
+    with _progress_bar(engine, quiet=args.json):
+        report = engine.reindex()
+    summary = report.as_dict()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, removed {summary['removed']}, "
+              f"skipped {len(summary['skipped'])} in {summary['seconds']:.1f}s; features: {', '.join(summary['features'])}")
+        for item in summary["skipped"]:
+            print(f"  skipped {item['path']}: {item['reason']}")
+    return 0
+
+
+def cmd_search(config: Config, args: argparse.Namespace) -> int:
+    from engine.core import Engine
+    from engine.decode import UnreadableImage
+
+    engine = Engine(config)  # models load once, on the first query, for every query
+    failures = 0
+    for query in args.queries:
+        try:
+            results = engine.search_bytes(Path(query).read_bytes(), args.top_k or config.top_k, args.weights)
+        except (OSError, UnreadableImage) as exc:
+            failures += 1
+            message = {"query": query, "error": str(exc), "results": []}
+            print(json.dumps(message) if args.json else f"{query}: error: {exc}", flush=True)
+            continue
+        if args.json:
+            print(json.dumps({"query": query, "results": [r.as_dict() for r in results]}), flush=True)
+        else:
+            print(query)
+            for rank, r in enumerate(results, 1):
+                parts = " ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if v is not None)
+                print(f"  {rank:2d}. {r.score:.3f} {r.verdict:9s} {r.path}  ({parts})")
+    return 1 if failures == len(args.queries) else 0
+
+
+def cmd_models_status(config: Config, args: argparse.Namespace) -> int:
+    from engine import models
+
+    rows = [row.as_dict() for row in models.status(config.models_dir)]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            state = ("present" + ("" if row["official"] else ", NOT the official file")) if row["present"] else "MISSING"
+            print(f"{row['name']:7s} {state:30s} {row['path']}\n        {row['description']}")
+    return 0
+
+
+def cmd_models_fetch(config: Config, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine import models
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar = bars.setdefault(name, tqdm(total=total or None, unit="B", unit_scale=True, desc=name))
+        bar.update(done - bar.n)
+
+    try:
+        fetched = models.fetch(config.models_dir, progress)
+    except (OSError, ValueError) as exc:
+        print(f"error: download failed: {exc}\nOn a machine without internet, copy the files over and run "
+              f"`python image.py models import FILE...`", file=sys.stderr)
+        return 1
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print("fetched: " + (", ".join(fetched) if fetched else "nothing (all weights present)"))
+    return 0
+
+
+def cmd_models_import(config: Config, args: argparse.Namespace) -> int:
+    from engine import models
+
+    for source in args.files:
+        try:
+            row = models.import_file(config.models_dir, source)
+        except (OSError, ValueError) as exc:
+            print(f"error: {source}: {exc}", file=sys.stderr)
+            return 1
+        note = "" if row.official else " (not the official file: it will load with a warning)"
+        print(f"imported {source} as {row.name} -> {row.path}{note}")
+    return 0
+
+
+def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
+    from web.passwords import MIN_LENGTH, store_password
+
+    password = os.environ.get("LOOKALIKE_PASSWORD") or getpass.getpass("New password: ")
+    if not os.environ.get("LOOKALIKE_PASSWORD") and password != getpass.getpass("Repeat: "):
+        print("error: the passwords differ", file=sys.stderr)
+        return 1
+    if len(password) < MIN_LENGTH:
+        print(f"error: use at least {MIN_LENGTH} characters", file=sys.stderr)
+        return 1
+    store_password(config.cache, password)
+    print("password stored (hashed) in", config.cache)
+    return 0
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+class _progress_bar:
+    """A tqdm bar fed by the engine's progress, on stderr; silent with --json."""
+
+    def __init__(self, engine, quiet: bool) -> None:
+        self.engine, self.quiet, self.bar = engine, quiet, None
+
+    def __enter__(self):
+        if not self.quiet:
+            from tqdm import tqdm
+
+            def update(done: int, total: int, current: str) -> None:
+                if self.bar is None:
+                    self.bar = tqdm(total=total, unit="img", desc="indexing", file=sys.stderr)
+                self.bar.update(done - self.bar.n)
+
+            self.engine.progress_listener = update
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+// Lookalike search page: drop or pick an image, show ranked results, run a reindex.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
+const FEATURES = { clip: "semantic", resnet: "shape", hsv: "colour" };
+let lastFile = null;
+
+function post(url, body) {
+  return fetch(url, { method: "POST", body, headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
+}
+
+async function search(file) {
+  lastFile = file;
+  const preview = $("query-preview");
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("message").textContent = "Searching…";
+  const form = new FormData();
+  form.append("image", file);
+  form.append("top_k", $("top-k").value);
+  const response = await post("/search", form);
+  const body = await response.json().catch(() => ({ error: "unexpected answer from the server" }));
+  if (!response.ok) {
+    $("message").textContent = body.error || `error ${response.status}`;
+    $("results").replaceChildren();
+    return;
+  }
+  $("message").textContent = `${body.results.length} results in ${body.elapsed_ms} ms`;
+  render(body.results);
+}
+
+function render(results) {
+  const cards = results.map((r, i) => {
+    const card = document.createElement("article");
+    card.className = `card ${r.verdict}`;
+    card.dataset.path = r.path;
+    const bars = Object.entries(r.scores)
+      .filter(([, v]) => v !== null)
+      .map(([k, v]) => `<div class="feature" title="${k} cosine ${v.toFixed(3)}">
+          <span>${FEATURES[k] || k}</span><meter min="0" max="1" value="${Math.max(0, v)}"></meter><b>${v.toFixed(2)}</b></div>`)
+      .join("");
+    card.innerHTML = `
+      <a href="${r.image_url}" target="_blank" rel="noopener"><img loading="lazy" src="${r.thumb_url}" alt=""></a>
+      <div class="meta">
+        <span class="rank">#${i + 1}</span>
+        <span class="verdict">${r.verdict}</span>
+        <span class="score">${(100 * r.score).toFixed(1)}%</span>
+      </div>
+      <div class="name" title="${escapeHtml(r.path)}">${escapeHtml(r.path)}</div>
+      <div class="bars">${bars}</div>`;
+    return card;
+  });
+  $("results").replaceChildren(...cards);
+}
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+const drop = $("drop");
+["dragenter", "dragover"].forEach((e) => drop.addEventListener(e, (ev) => { ev.preventDefault(); drop.classList.add("over"); }));
+["dragleave", "drop"].forEach((e) => drop.addEventListener(e, () => drop.classList.remove("over")));
+drop.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  if (ev.dataTransfer.files.length) search(ev.dataTransfer.files[0]);
+});
+$("file").addEventListener("change", (ev) => { if (ev.target.files.length) search(ev.target.files[0]); });
+$("top-k").addEventListener("change", () => { if (lastFile) search(lastFile); });
+
+async function reindex() {
+  const response = await post("/reindex", new FormData());
+  if (response.status !== 202 && response.status !== 409) {
+    const body = await response.json().catch(() => ({}));
+    $("message").textContent = body.error || `reindex failed (${response.status})`;
+    return;
+  }
+  watchProgress();
+}
+
+async function watchProgress() {
+  $("reindex").disabled = true;
+  $("progress").hidden = false;
+  const state = await (await fetch("/reindex", { credentials: "same-origin" })).json();
+  $("progress-bar").style.width = `${state.percent}%`;
+  const rate = state.images_per_second ? `, ${state.images_per_second} img/s` : "";
+  const eta = state.eta_seconds != null ? `, about ${Math.ceil(state.eta_seconds)} s left` : "";
+  $("progress-text").textContent = `${state.done} / ${state.total}${rate}${eta}`;
+  if (state.running) {
+    setTimeout(watchProgress, 500);
+    return;
+  }
+  $("reindex").disabled = false;
+  $("progress").classList.add("finished");
+  if (state.error) {
+    $("progress-text").textContent = `reindex failed: ${state.error}`;
+  } else if (state.report) {
+    const r = state.report;
+    $("progress-text").textContent = `done: ${r.indexed} indexed, ${r.unchanged} unchanged, ${r.removed} removed, ${r.skipped.length} skipped`;
+  }
+  refreshStatus();
+}
+
+async function refreshStatus() {
+  const status = await (await fetch("/health", { credentials: "same-origin" })).json();
+  $("status-images").textContent = status.images;
+  $("status-features").textContent = status.features.join(", ") || "none";
+  showTime(status.last_indexed);
+}
+
+function showTime(ts) {
+  if (ts) $("status-last").textContent = new Date(ts * 1000).toLocaleString();
+}
+
+$("reindex").addEventListener("click", reindex);
+showTime(parseFloat($("status-last").dataset.ts));
+fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });

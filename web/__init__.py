@@ -1,0 +1,60 @@
+"""The web layer: app factory wiring auth, pages and the JSON API to one engine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from engine.config import Config
+from web import api, auth, pages
+from web.passwords import PasswordChecker
+from web.secret import load_or_create_secret
+from web.sessions import MemorySessionInterface
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: Config, engine=None) -> Flask:
+    """Build the app; `engine` may be given (tests), else it is built from config."""
+    if engine is None:
+        from engine.core import Engine
+
+        engine = Engine(config)
+    # Only static/ui is public; the sample collection under static/images is served
+    # through the authenticated, path-checked /image route like any collection.
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static" / "ui"),
+                static_url_path="/static")
+    app.config.update(
+        SECRET_KEY=load_or_create_secret(config.cache),
+        MAX_CONTENT_LENGTH=config.max_upload_mb * 1024 * 1024,
+        SESSION_COOKIE_NAME="lookalike_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.secure_cookies,
+        LOOKALIKE=config,
+    )
+    app.session_interface = MemorySessionInterface()
+    app.extensions["engine"] = engine
+    app.extensions["password_checker"] = PasswordChecker(config.cache)
+    app.extensions["login_limiter"] = auth.LoginLimiter()
+    app.before_request(auth.require_auth)
+    app.jinja_env.globals["csrf_token"] = auth.csrf_token
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_error_handler(HTTPException, _json_error)
+    return app
+
+
+def _json_error(error: HTTPException):
+    """Errors as JSON with a message, e.g. 413 for an upload over the size limit."""
+    messages = {413: "upload too large: the limit is {} MB"}
+    message = error.description
+    if error.code == 413:
+        from flask import current_app
+
+        message = messages[413].format(current_app.config["LOOKALIKE"].max_upload_mb)
+    response = jsonify(error=message)
+    response.status_code = error.code or 500
+    return response

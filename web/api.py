@@ -1,0 +1,123 @@
+"""JSON API: search, reindex, health, and the collection's images and thumbnails."""
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import quote
+
+from flask import Blueprint, current_app, jsonify, request, send_file
+
+from engine.config import parse_weights
+from engine.core import ReindexRunning
+from engine.decode import UnreadableImage
+from engine.scan import resolve_inside
+from engine.thumbs import thumb_path
+
+bp = Blueprint("api", __name__)
+MAX_TOP_K = 200
+
+
+def engine():
+    return current_app.extensions["engine"]
+
+
+def bad_request(message: str, status: int = 400):
+    return jsonify(error=message), status
+
+
+@bp.post("/search")
+def search():
+    upload = request.files.get("image")
+    if upload is None or not upload.filename and not upload.content_length:
+        return bad_request("send the query image as multipart field 'image'")
+    try:
+        top_k = _top_k(request.form.get("top_k"))
+        weights = _weights(request.form)
+    except ValueError as exc:
+        return bad_request(str(exc))
+    data = upload.read()  # kept in memory only: query uploads never touch the disk
+    started = time.perf_counter()
+    try:
+        results = engine().search_bytes(data, top_k, weights)
+    except UnreadableImage as exc:
+        return bad_request(f"not a usable image: {exc}")
+    return jsonify(
+        results=[_with_urls(r.as_dict()) for r in results],
+        features=list(engine().snapshot.features),
+        elapsed_ms=round(1000 * (time.perf_counter() - started), 1),
+    )
+
+
+@bp.post("/reindex")
+def start_reindex():
+    try:
+        engine().start_reindex()
+    except ReindexRunning:
+        return jsonify(error="a reindex is already running", progress=engine().progress.as_dict()), 409
+    return jsonify(status="started", progress=engine().progress.as_dict()), 202
+
+
+@bp.get("/reindex")
+def reindex_progress():
+    return jsonify(engine().progress.as_dict())
+
+
+@bp.get("/health")
+def health():
+    status = engine().status()
+    status["status"] = "degraded" if status["features_off"] else "ok"
+    return jsonify(status)
+
+
+@bp.get("/image/<path:relative>")
+def image(relative: str):
+    path = resolve_inside(current_app.config["LOOKALIKE"].images, relative)
+    if path is None:
+        return bad_request("no such image in the collection", 404)
+    return send_file(path, max_age=300)
+
+
+@bp.get("/thumb/<path:relative>")
+def thumb(relative: str):
+    snapshot = engine().snapshot
+    row = snapshot.row_of.get(relative)
+    if row is not None:
+        entry = snapshot.data.entries[row]
+        path = thumb_path(current_app.config["LOOKALIKE"].thumbs_dir, entry.sha256)
+        if path.is_file():
+            return send_file(path, mimetype="image/jpeg", max_age=3600)
+    return image(relative)
+
+
+def _with_urls(result: dict) -> dict:
+    result["image_url"] = "/image/" + quote(result["path"])
+    result["thumb_url"] = "/thumb/" + quote(result["path"])
+    return result
+
+
+def _top_k(value: str | None) -> int:
+    if value in (None, ""):
+        return current_app.config["LOOKALIKE"].top_k
+    try:
+        top_k = int(value)
+    except ValueError:
+        raise ValueError("top_k must be a whole number") from None
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}")
+    return top_k
+
+
+def _weights(form) -> dict[str, float] | None:
+    """'weights' as JSON or 'clip=0.5,...', or separate weight_clip / weight_resnet / weight_hsv fields."""
+    if form.get("weights"):
+        try:
+            return parse_weights(form["weights"])
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"bad weights: {exc}") from None
+    separate = {k[len("weight_"):]: v for k, v in form.items() if k.startswith("weight_") and v != ""}
+    if not separate:
+        return None
+    try:
+        return parse_weights(",".join(f"{k}={v}" for k, v in separate.items()))
+    except ValueError as exc:
+        raise ValueError(f"bad weights: {exc}") from None
