@@ -100,8 +100,10 @@ class Engine:
         self, image: Image.Image, top_k: int, weights: Mapping[str, float] | None = None, sha256: str | None = None
     ) -> list[SearchResult]:
         snap = self._snapshot
-        query = self.embed(image, snap.features)
-        return rank(snap, query, top_k, {**self.config.weights, **(weights or {})}, FEATURE_NAMES, sha256)
+        weights = {**self.config.weights, **(weights or {})}
+        # A feature weighted zero costs nothing: its network is not run for this query.
+        query = self.embed(image, tuple(n for n in snap.features if weights.get(n, 0) > 0))
+        return rank(snap, query, top_k, weights, FEATURE_NAMES, sha256)
 
     def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         with self._query_lock:

@@ -45,15 +45,17 @@ def rank(
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
     shares = normalize_weights(weights, features)
+    blocks = {n: query[n] if n in features else np.zeros(snapshot.data.vectors[n].shape[1], np.float32)
+              for n in snapshot.features}
     vector = fuse_query(
-        {n: query[n].reshape(1, -1) for n in snapshot.features},
+        {n: blocks[n].reshape(1, -1) for n in snapshot.features},
         {n: shares.get(n, 0.0) for n in snapshot.features},
         snapshot.weights,
     )
     k = min(snapshot.size, max(top_k * OVERFETCH, 50))
     _, rows = snapshot.index.search(vector.reshape(1, -1), k)
     rows = rows[0][rows[0] >= 0]
-    per_feature = cosines(snapshot, query, rows)
+    per_feature = cosines(snapshot, {n: query[n] for n in snapshot.features if n in query}, rows)
     fused = sum(shares[n] * per_feature[n] for n in features)
     order = np.argsort(-fused, kind="stable")[:top_k]
     results = []

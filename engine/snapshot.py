@@ -51,4 +51,5 @@ def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarra
     return {
         name: snapshot.data.vectors[name][rows] @ query[name].ravel()
         for name in snapshot.features
+        if name in query
     }

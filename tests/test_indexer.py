@@ -1,0 +1,101 @@
+"""Incremental indexing: only what changed is extracted; bad files are skipped and reported."""
+import os
+
+import pytest
+
+from engine import store
+from engine.core import Engine
+from features import HsvHistogram
+from conftest import make_design
+from fakes import CountingExtractor
+
+
+def engine_for(cfg, **fake):
+    network = CountingExtractor(**fake)
+    return Engine(cfg, extractors={"resnet": network, "hsv": HsvHistogram()}), network
+
+
+def test_first_index_then_unchanged_extracts_nothing(cfg, collection):
+    engine, network = engine_for(cfg)
+    report = engine.reindex()
+    assert (report.indexed, report.unchanged, report.skipped) == (12, 0, [])
+    assert network.embedded == 12
+    again = engine.reindex()
+    assert (again.indexed, again.unchanged, again.removed) == (0, 12, 0)
+    assert network.embedded == 12
+
+
+def test_new_changed_and_deleted_files_are_detected(cfg, collection):
+    engine, network = engine_for(cfg)
+    engine.reindex()
+    make_design(100).save(cfg.images / "new.png")
+    changed = cfg.images / "design_00.png"
+    make_design(101).save(changed)
+    os.utime(changed, ns=(1, 1))  # a different mtime even on coarse clocks
+    (cfg.images / "design_01.png").unlink()
+    report = engine.reindex()
+    assert (report.indexed, report.unchanged, report.removed) == (2, 10, 1)
+    assert network.embedded == 14
+    paths = {e.path for e in engine.snapshot.data.entries}
+    assert "new.png" in paths and "design_01.png" not in paths
+
+
+def test_broken_files_are_skipped_with_reasons_and_the_rest_indexed(cfg, collection):
+    (cfg.images / "empty.png").write_bytes(b"")
+    (cfg.images / "text.jpg").write_text("not really a jpeg")
+    (cfg.images / "sub").mkdir()
+    (cfg.images / "sub" / "half.png").write_bytes((cfg.images / "design_02.png").read_bytes()[:300])
+    (cfg.images / ".DS_Store").write_bytes(b"\x00\x01")
+    (cfg.images / "Thumbs.db").write_bytes(b"\x00\x01")
+    engine, _ = engine_for(cfg)
+    report = engine.reindex()
+    reasons = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(reasons) == {"empty.png", "text.jpg", "sub/half.png"}
+    assert "empty" in reasons["empty.png"] and "not an image" in reasons["text.jpg"]
+    assert report.indexed == 12
+    # Known-bad files are reported again but not re-read.
+    assert {s["path"] for s in engine.reindex().skipped} == set(reasons)
+
+
+def test_changed_fingerprint_recomputes_only_that_feature(cfg, collection):
+    engine, network = engine_for(cfg)
+    engine.reindex()
+    upgraded, upgraded_net = engine_for(cfg, version="v2")
+    report = upgraded.reindex()
+    assert upgraded_net.embedded == 12 and report.indexed == 12
+    assert upgraded.snapshot.data.fingerprints["resnet"] == "fake-resnet-v2"
+
+
+def test_feature_that_appears_later_is_the_only_one_extracted(cfg, collection):
+    colour_only = Engine(cfg, extractors={"hsv": HsvHistogram()})
+    colour_only.reindex()
+    assert colour_only.snapshot.features == ("hsv",)
+    engine, network = engine_for(cfg)
+    calls = []
+    hsv = engine.extractors["hsv"]
+    original = hsv.embed
+    hsv.embed = lambda images: calls.append(len(images)) or original(images)
+    engine.reindex()
+    assert network.embedded == 12 and calls == []
+    assert engine.snapshot.features == ("resnet", "hsv")
+
+
+def test_interrupted_index_resumes_from_its_checkpoint(cfg, collection):
+    crashing, _ = engine_for(cfg, fail_after=8)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.reindex()
+    saved = store.load(cfg.index_file)
+    assert not saved.complete and len(saved) == 8
+    engine, network = engine_for(cfg)
+    report = engine.reindex()
+    assert report.indexed == 4 and report.unchanged == 8 and network.embedded == 4
+    assert len(engine.snapshot.data) == 12 and engine.snapshot.data.complete
+
+
+def test_symlink_leaving_the_collection_is_not_indexed(cfg, collection, tmp_path):
+    outside = tmp_path / "secret.png"
+    make_design(55).save(outside)
+    (cfg.images / "link.png").symlink_to(outside)
+    engine, _ = engine_for(cfg)
+    engine.reindex()
+    assert "link.png" not in {e.path for e in engine.snapshot.data.entries}

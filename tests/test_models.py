@@ -1,0 +1,99 @@
+"""Real extractors through the real load path, with random weights in the real formats."""
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from engine import models
+from engine.core import Engine
+from features import CLIP_WEIGHTS, NETWORKS
+from conftest import make_design, unit_rows
+
+
+def test_status_reports_missing_weights_where_they_are_expected(cfg):
+    rows = {r.name: r for r in models.status(cfg.models_dir)}
+    assert set(rows) == {"clip", "resnet"}
+    assert not rows["clip"].present
+    assert rows["clip"].path == str(cfg.models_dir / CLIP_WEIGHTS.filename)
+
+
+def test_import_recognises_each_network_and_status_sees_it(cfg, weight_files):
+    for name, path in weight_files.items():
+        row = models.import_file(cfg.models_dir, path)
+        assert row.name == name and row.present and row.official is False
+    assert all(r.present for r in models.status(cfg.models_dir))
+
+
+def test_import_refuses_a_file_that_is_not_a_known_network(cfg, tmp_path):
+    junk = tmp_path / "junk.pth"
+    torch.save({"some.weight": torch.zeros(2)}, junk)
+    with pytest.raises(ValueError, match="not a CLIP"):
+        models.import_file(cfg.models_dir, junk)
+
+
+def test_extractors_load_and_give_unit_rows_of_the_right_size(with_weights, caplog):
+    caplog.set_level(logging.WARNING)
+    extractors, missing = models.load_extractors(with_weights.models_dir)
+    assert missing == {}
+    images = [make_design(i).convert("RGB") for i in range(3)]
+    for name, dim in (("clip", 512), ("resnet", 2048), ("hsv", 256)):
+        rows = extractors[name].embed(images)
+        assert rows.shape == (3, dim) and rows.dtype == np.float32 and unit_rows(rows)
+    assert "not the official file" in caplog.text
+    text = extractors["clip"].embed_text(["a gold ring", "a red star"])
+    assert text.shape == (2, 512) and unit_rows(text)
+
+
+def test_clip_also_loads_a_torch_saved_state_dict(cfg, weight_files, tmp_path):
+    from safetensors.torch import load_file
+
+    as_bin = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(load_file(str(weight_files["clip"])), as_bin)
+    models.import_file(cfg.models_dir, as_bin)
+    extractors, _ = models.load_extractors(cfg.models_dir)
+    assert extractors["clip"].embed([make_design(1).convert("RGB")]).shape == (1, 512)
+
+
+def test_engine_with_all_three_features_finds_the_copy(with_weights, collection):
+    engine = Engine(with_weights)
+    report = engine.reindex()
+    assert report.features == ["clip", "hsv", "resnet"] and report.indexed == 12
+    from conftest import encode
+    results = engine.search_bytes(encode(collection["design_04.png"], "JPEG", quality=85), top_k=3)
+    assert results[0].path == "design_04.png"
+    assert all(v is not None for v in results[0].scores.values())
+
+
+def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg, collection, models_folder, caplog):
+    caplog.set_level(logging.WARNING)
+    engine = Engine(cfg)  # empty models folder
+    assert set(engine.missing) == {"clip", "resnet"}
+    assert "FEATURE OFF" in caplog.text
+    engine.reindex()
+    assert engine.snapshot.features == ("hsv",)
+    assert engine.search_bytes((cfg.images / "design_02.png").read_bytes(), 1)[0].path == "design_02.png"
+
+
+def test_fetch_verifies_the_checksum(cfg, tmp_path, monkeypatch):
+    source = tmp_path / "served.pth"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    clip_spec, clip_cls = NETWORKS["clip"]
+    resnet_spec, resnet_cls = NETWORKS["resnet"]
+    from dataclasses import replace
+
+    good = replace(resnet_spec, url=source.as_uri(), sha256=digest[:8])
+    bad = replace(clip_spec, url=source.as_uri(), sha256="0" * 64)
+    monkeypatch.setitem(NETWORKS, "resnet", (good, resnet_cls))
+    monkeypatch.setitem(NETWORKS, "clip", (bad, clip_cls))
+    seen = []
+    with pytest.raises(ValueError, match="checksum"):
+        models.fetch(cfg.models_dir, lambda name, done, total: seen.append(name))
+    assert not (cfg.models_dir / bad.filename).exists()  # a bad download is discarded
+    monkeypatch.setitem(NETWORKS, "clip", (clip_spec, clip_cls))
+    monkeypatch.setattr(models, "find_weights", lambda folder, spec: spec is clip_spec or None)
+    assert models.fetch(cfg.models_dir) == ["resnet"]
+    assert (cfg.models_dir / good.filename).read_bytes() == source.read_bytes()

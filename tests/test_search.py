@@ -1,0 +1,54 @@
+"""Search: an edited copy of a design finds the original first, with a per-feature breakdown."""
+import io
+
+import pytest
+from PIL import Image
+
+from engine.core import Engine
+from features import HsvHistogram
+from conftest import encode
+from fakes import CountingExtractor
+
+
+@pytest.fixture
+def engine(cfg, collection):
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
+    engine.reindex()
+    return engine
+
+
+def edits(design: Image.Image) -> dict[str, bytes]:
+    return {
+        "same file": encode(design),
+        "re-saved as JPEG": encode(design, "JPEG", quality=80),
+        "half size": encode(design.resize((160, 160))),
+        "double size": encode(design.resize((640, 640))),
+    }
+
+
+@pytest.mark.parametrize("edit", ["same file", "re-saved as JPEG", "half size", "double size"])
+def test_edited_copy_ranks_its_original_first(engine, collection, edit):
+    results = engine.search_bytes(edits(collection["design_05.png"])[edit], top_k=5)
+    assert results[0].path == "design_05.png"
+    assert results[0].score > results[1].score
+    assert set(results[0].scores) == {"clip", "resnet", "hsv"}
+    assert results[0].scores["clip"] is None  # no CLIP weights here: reported as absent
+
+
+def test_same_bytes_are_an_exact_copy(engine, collection):
+    top = engine.search_bytes(encode(collection["design_03.png"]), top_k=3)
+    assert top[0].verdict == "exact" and top[1].verdict != "exact"
+
+
+def test_weights_change_the_ranking_without_reindexing(engine, collection):
+    query = encode(collection["design_07.png"])
+    colour_only = engine.search_bytes(query, top_k=12, weights={"clip": 0, "resnet": 0, "hsv": 1})
+    assert all(r.score == pytest.approx(r.scores["hsv"], abs=1e-5) for r in colour_only)
+    shape_only = engine.search_bytes(query, top_k=12, weights={"clip": 0, "resnet": 1, "hsv": 0})
+    assert all(r.score == pytest.approx(r.scores["resnet"], abs=1e-5) for r in shape_only)
+
+
+def test_scores_are_sorted_and_top_k_respected(engine, collection):
+    results = engine.search_bytes(encode(collection["design_01.png"]), top_k=4)
+    assert len(results) == 4
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
