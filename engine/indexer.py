@@ -118,14 +118,22 @@ class Indexer:
             data = (self.config.images / file.path).read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             decoded = decode(data, max_pixels=self.config.index_max_pixels)
-        except (UnreadableImage, OSError) as exc:
-            prepared.error = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read file: {exc.strerror or exc}"
-            return prepared
-        prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
-        prepared.image = decoded.image
-        write_thumb(self.config.thumbs_dir, digest, decoded.image)
-        for name in needs & WORKER_FEATURES:
-            prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
+            prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
+            prepared.image = decoded.image
+            for name in needs & WORKER_FEATURES:
+                prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
+        except UnreadableImage as exc:
+            prepared.error = str(exc)
+        except OSError as exc:
+            prepared.error = f"cannot read file: {exc.strerror or exc}"
+        except Exception as exc:  # one strange file must never stop the whole run
+            log.exception("Unexpected failure on %s", file.path)
+            prepared.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        if prepared.error is None:
+            try:
+                write_thumb(self.config.thumbs_dir, prepared.entry.sha256, prepared.image)
+            except OSError as exc:  # a missing preview is cosmetic; the page falls back to the image
+                log.warning("No thumbnail for %s: %s", file.path, exc)
         return prepared
 
     def _finish(self, batch: list[Prepared], state: "_RunState", report: IndexReport) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +21,7 @@ def write_thumb(thumbs_dir: Path, sha256: str, image: Image.Image) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     small = image.copy()
     small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # Unique per call: two files with the same bytes may be written at once.
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     small.save(tmp, "JPEG", quality=85)
     os.replace(tmp, target)

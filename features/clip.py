@@ -5,6 +5,7 @@ architecture is built; the plain one silently gives worse features.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import zipfile
 from pathlib import Path
@@ -41,6 +42,17 @@ def is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") for name in archive.namelist())
 
 
+@contextlib.contextmanager
+def _quiet_root_warnings():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class ClipExtractor:
     name = "clip"
     dim = 512
@@ -58,7 +70,8 @@ class ClipExtractor:
         import open_clip
         import torch
 
-        model = open_clip.create_model(ARCHITECTURE, pretrained=None)
+        with _quiet_root_warnings():  # open_clip warns "initialized randomly": we load weights next
+            model = open_clip.create_model(ARCHITECTURE, pretrained=None)
         official = WEIGHTS.is_official(self.digest)
         if is_torchscript(self.weights) and not official:
             # A TorchScript archive carries code; only the verified release is trusted.

@@ -35,7 +35,7 @@ function render(results) {
     const card = document.createElement("article");
     card.className = `card ${r.verdict}`;
     card.dataset.path = r.path;
-    const bars = Object.entries(r.scores)
+    const bars = Object.keys(FEATURES).filter((k) => k in r.scores).map((k) => [k, r.scores[k]])
       .filter(([, v]) => v !== null)
       .map(([k, v]) => `<div class="feature" title="${k} cosine ${v.toFixed(3)}">
           <span>${FEATURES[k] || k}</span><meter min="0" max="1" value="${Math.max(0, v)}"></meter><b>${v.toFixed(2)}</b></div>`)

@@ -1,0 +1,122 @@
+"""The search page in a real browser (Debian's Chromium driven by Playwright).
+
+Wrong then right password, drag-and-drop a design, the results grid with
+verdicts and score bars, a different top-K, a reindex watched to the end of
+its progress bar, logout.  Screenshots land in test-artifacts/.
+"""
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine.core import Engine
+from features import HsvHistogram
+from web import create_app
+from web.passwords import store_password
+from conftest import encode, make_design
+from fakes import CountingExtractor
+
+PASSWORD = "browser test password"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def server(cfg, collection):
+    """The app served by waitress, as `image.py serve` runs it, on a free loopback port."""
+    import waitress
+
+    store_password(cfg.cache, PASSWORD)
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
+    engine.reindex()
+    server = waitress.create_server(create_app(cfg, engine=engine), host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def page():
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def drop(page, selector: str, data: bytes, name: str, mime: str) -> None:
+    """Dispatch a real drop event carrying a file, as a drag from the desktop does."""
+    page.evaluate(
+        """([selector, b64, name, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: mime }));
+            const target = document.querySelector(selector);
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [selector, base64.b64encode(data).decode(), name, mime],
+    )
+
+
+def log_in(page, server, password):
+    page.goto(server + "/")
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+
+
+def test_search_page_end_to_end(page, server, cfg, collection):
+    from playwright.sync_api import expect
+
+    log_in(page, server, "wrong password")
+    expect(page.locator(".error")).to_contain_text("Wrong password")
+    log_in(page, server, PASSWORD)
+    expect(page.locator("#status-images")).to_have_text("12")
+
+    drop(page, "#drop", encode(collection["design_05.png"], "JPEG", quality=85), "copy.jpg", "image/jpeg")
+    cards = page.locator("#results .card")
+    expect(cards).to_have_count(12)
+    expect(cards.first).to_have_attribute("data-path", "design_05.png")
+    expect(cards.first.locator(".verdict")).to_have_text("duplicate")
+    expect(cards.first.locator(".feature meter")).to_have_count(2)  # shape + colour; CLIP is off here
+    shot(page, "search-results")
+
+    page.select_option("#top-k", "6")
+    expect(cards).to_have_count(6)
+
+    make_design(90).save(cfg.images / "new design.png")
+    page.click("#reindex")
+    expect(page.locator("#progress")).to_be_visible()
+    expect(page.locator("#progress-text")).to_contain_text("done: 1 indexed", timeout=30_000)
+    expect(page.locator("#status-images")).to_have_text("13")
+    shot(page, "reindex-finished")
+
+    page.click("#logout")
+    expect(page.locator("#password")).to_be_visible()
+    page.goto(server + "/")
+    expect(page).to_have_url(server + "/login?next=/")
+
+
+def test_bad_upload_shows_the_servers_message(page, server):
+    from playwright.sync_api import expect
+
+    log_in(page, server, PASSWORD)
+    drop(page, "#drop", b"this is not an image", "notes.png", "image/png")
+    expect(page.locator("#message")).to_contain_text("not a usable image")
