@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", type=Path)
     imp.set_defaults(handler=cmd_models_import)
 
+    dups = sub.add_parser("duplicates", parents=[common], help="list every group of duplicate designs")
+    dups.add_argument("--threshold", type=float, help="fused score from which neighbours are checked (default 0.5)")
+    form = dups.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="one JSON object as the last line")
+    form.add_argument("--csv", action="store_true", help="CSV: group, path, suggestion")
+    dups.set_defaults(handler=cmd_duplicates)
+
     password = sub.add_parser("set-password", parents=[common], help="set the web password (stored hashed)")
     password.set_defaults(handler=cmd_set_password)
     return parser
@@ -132,6 +139,24 @@ def cmd_search(config: Config, args: argparse.Namespace) -> int:
                 parts = " ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if v is not None)
                 print(f"  {rank:2d}. {r.score:.3f} {r.verdict:9s} {r.path}  ({parts})")
     return 1 if failures == len(args.queries) else 0
+
+
+def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
+    from engine.core import Engine
+    from engine.duplicates import to_csv
+
+    groups = Engine(config).duplicates(args.threshold)
+    if args.json:
+        print(json.dumps({"groups": [g.as_dict() for g in groups]}))
+    elif args.csv:
+        sys.stdout.write(to_csv(groups))
+    else:
+        for number, group in enumerate(groups, 1):
+            print(f"group {number}: keep {group.keep}")
+            for pair in group.pairs:
+                print(f"  {pair.verdict:9s} {pair.score:.3f} {pair.inliers:4d} inliers  {pair.a}  <->  {pair.b}")
+        print(f"{len(groups)} groups, {sum(len(g.paths) for g in groups)} images")
+    return 0
 
 
 def cmd_models_status(config: Config, args: argparse.Namespace) -> int:

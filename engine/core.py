@@ -18,7 +18,7 @@ from engine import models, store
 from engine.config import Config
 from engine.decode import Decoded, decode
 from engine.indexer import Indexer, IndexReport
-from engine.search import SearchResult, rank
+from engine.search import SearchResult, search
 from engine.snapshot import Snapshot, build_snapshot
 from features import FEATURE_NAMES
 from features.base import Extractor
@@ -66,6 +66,9 @@ class Engine:
             self.extractors, self.missing = dict(extractors), {}
         self._query_lock = threading.Lock()  # one query inference at a time: torch already uses every core
         self._reindex_lock = threading.Lock()
+        self._groups_lock = threading.Lock()
+        self._groups_key: tuple | None = None
+        self._groups: list = []
         self.progress = ReindexProgress()
         self.progress_listener: Callable[[int, int, str], None] | None = None
         self._snapshot = self._make_snapshot(store.load_or_empty(config.index_file))
@@ -103,11 +106,23 @@ class Engine:
         weights = {**self.config.weights, **(weights or {})}
         # A feature weighted zero costs nothing: its network is not run for this query.
         query = self.embed(image, tuple(n for n in snap.features if weights.get(n, 0) > 0))
-        return rank(snap, query, top_k, weights, FEATURE_NAMES, sha256)
+        return search(snap, query, image, top_k, weights, FEATURE_NAMES, sha256)
 
     def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         with self._query_lock:
             return {n: self.extractors[n].embed([image])[0] for n in names if n in self.extractors}
+
+    def duplicates(self, threshold: float | None = None) -> list:
+        """Every duplicate group in the current index (cached per snapshot and threshold)."""
+        from engine.duplicates import CANDIDATE_SCORE, find_groups
+
+        snap = self._snapshot
+        key = (id(snap), CANDIDATE_SCORE if threshold is None else threshold)
+        with self._groups_lock:
+            if self._groups_key != key:
+                self._groups = find_groups(snap, key[1])
+                self._groups_key = key
+            return self._groups
 
     # -- indexing ----------------------------------------------------------
     def reindex(self) -> IndexReport:

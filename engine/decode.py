@@ -49,6 +49,12 @@ class Decoded:
         return np.asarray(self.image)
 
 
+def analysis_scale(width: int, height: int, side: int = ANALYSIS_SIDE) -> float:
+    """Original pixels per analysis-picture pixel, for mapping boxes back."""
+    longest = max(width, height)
+    return longest / min(longest, side)
+
+
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYSIS_SIDE) -> Decoded:
     """Decode image bytes into the shared analysis picture or raise UnreadableImage."""
     if not data:

@@ -31,7 +31,7 @@ from features.base import Extractor
 log = logging.getLogger(__name__)
 
 # Extractors cheap enough to run inside the decode workers, in parallel.
-WORKER_FEATURES = {"hsv"}
+WORKER_FEATURES = {"hsv", "orb"}
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -74,8 +74,8 @@ class Indexer:
         started = time.monotonic()
         report = IndexReport(features=sorted(self.extractors))
         files = list(scan(self.config.images))
-        dims = {name: ex.dim for name, ex in self.extractors.items()}
-        state = _RunState(previous, self.fingerprints, dims, files)
+        shapes = {name: (ex.dim, getattr(ex, "dtype", np.float32)) for name, ex in self.extractors.items()}
+        state = _RunState(previous, self.fingerprints, shapes, files)
         report.removed = len({e.path for e in previous.entries} - {f.path for f in files})
         work = []
         for file in files:
@@ -164,11 +164,16 @@ class _RunState:
     """What is known during a run: the previous index plus rows made so far."""
 
     def __init__(
-        self, previous: IndexData, fingerprints: Mapping[str, str], dims: Mapping[str, int], files: list[FileInfo]
+        self,
+        previous: IndexData,
+        fingerprints: Mapping[str, str],
+        shapes: Mapping[str, tuple[int, type]],
+        files: list[FileInfo],
     ) -> None:
         self.previous = previous
         self.fingerprints = dict(fingerprints)
-        self.dims = {**{n: v.shape[1] for n, v in previous.vectors.items()}, **dims}
+        # (columns, dtype) of every feature block, old ones included.
+        self.shapes = {**{n: (v.shape[1], v.dtype) for n, v in previous.vectors.items()}, **shapes}
         self.files = files
         self.old_row = {e.path: i for i, e in enumerate(previous.entries)}
         self.fresh: dict[str, tuple[Entry, dict[str, np.ndarray]]] = {}
@@ -217,7 +222,7 @@ class _RunState:
                 sources.append((row, {}, prev.entries[row]))
         data = IndexData(entries=entries, skipped=self.skipped, complete=complete, indexed_at=prev.indexed_at)
         for name in names:
-            block = np.zeros((len(entries), self.dims[name]), dtype=np.float32)
+            block = np.zeros((len(entries), self.shapes[name][0]), dtype=self.shapes[name][1])
             has = np.zeros(len(entries), dtype=bool)
             for i, (row, rows, entry) in enumerate(sources):
                 if name in rows:

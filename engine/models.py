@@ -11,6 +11,7 @@ from typing import Callable
 
 from features import NETWORKS, HsvHistogram
 from features.base import Extractor
+from features.orb import OrbFeatures
 from features.weights import WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def load_extractors(models_dir: Path, batch_size: int = 32) -> tuple[dict[str, E
             continue
         extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size)
     extractors["hsv"] = HsvHistogram()
+    extractors["orb"] = OrbFeatures()
     return extractors, missing
 
 

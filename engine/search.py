@@ -1,17 +1,23 @@
-"""Rank the collection against one query's per-feature vectors."""
+"""Rank the collection against one query: FAISS candidates and local-feature candidates,
+exact re-scoring under the query's weights, geometric verification, verdicts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping
 
 import numpy as np
+from PIL import Image
 
+from engine.decode import analysis_scale
 from engine.snapshot import Snapshot, cosines
-from engine.verdict import verdict
+from engine.verdict import VERDICT_ORDER, confidence, verdict, verified
+from engine.verify import NONE, Points, Verification, verify_all
 from features.fusion import fuse_query, normalize_weights
 
 # FAISS candidates per requested result, before exact re-scoring under the query's weights.
 OVERFETCH = 4
+# Verified images added to the candidates even when their fused score is low.
+LOCAL_CANDIDATES = 20
 
 
 @dataclass(frozen=True)
@@ -23,50 +29,75 @@ class SearchResult:
     sha256: str
     width: int
     height: int
+    row: int
+    inliers: int = 0
+    box: tuple[int, int, int, int] | None = None
+    mirrored: bool = False
+    confidence: float = 0.0
 
     def as_dict(self) -> dict:
         return {
             "path": self.path, "score": round(self.score, 6),
             "scores": {k: (None if v is None else round(v, 6)) for k, v in self.scores.items()},
-            "verdict": self.verdict, "width": self.width, "height": self.height,
+            "verdict": self.verdict, "confidence": round(self.confidence, 6), "inliers": self.inliers,
+            "box": list(self.box) if self.box else None, "mirrored": self.mirrored,
+            "width": self.width, "height": self.height,
         }
 
 
-def rank(
+def search(
     snapshot: Snapshot,
     query: Mapping[str, np.ndarray],
+    image: Image.Image | None,
     top_k: int,
     weights: Mapping[str, float],
     all_features: tuple[str, ...],
     query_sha256: str | None = None,
 ) -> list[SearchResult]:
-    """The top_k images by weighted mean cosine under the query's weights."""
+    """The top_k images: verified copies first, then by weighted mean cosine."""
     features = [n for n in snapshot.features if n in query and weights.get(n, 0) > 0]
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
     shares = normalize_weights(weights, features)
-    blocks = {n: query[n] if n in features else np.zeros(snapshot.data.vectors[n].shape[1], np.float32)
+    rows = list(_fused_candidates(snapshot, query, shares, top_k * OVERFETCH))
+    checks: dict[int, Verification] = {}
+    if image is not None and snapshot.local is not None:
+        checks = verify_all(Points.of_image(image), snapshot.local)
+        strong = sorted((r for r, c in checks.items() if verified(c)),
+                          key=lambda r: -checks[r].inliers)[:LOCAL_CANDIDATES]
+        rows += [r for r in strong if r not in set(rows)]
+    results = _score(snapshot, query, shares, np.array(rows), checks, all_features, query_sha256)
+    results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
+    return results[:top_k]
+
+
+def _fused_candidates(snapshot: Snapshot, query, shares, k: int) -> Iterable[int]:
+    blocks = {n: query[n] if n in shares else np.zeros(snapshot.data.vectors[n].shape[1], np.float32)
               for n in snapshot.features}
     vector = fuse_query(
         {n: blocks[n].reshape(1, -1) for n in snapshot.features},
         {n: shares.get(n, 0.0) for n in snapshot.features},
         snapshot.weights,
     )
-    k = min(snapshot.size, max(top_k * OVERFETCH, 50))
-    _, rows = snapshot.index.search(vector.reshape(1, -1), k)
-    rows = rows[0][rows[0] >= 0]
-    per_feature = cosines(snapshot, {n: query[n] for n in snapshot.features if n in query}, rows)
-    fused = sum(shares[n] * per_feature[n] for n in features)
-    order = np.argsort(-fused, kind="stable")[:top_k]
+    _, rows = snapshot.index.search(vector.reshape(1, -1), min(snapshot.size, max(k, 50)))
+    return (int(r) for r in rows[0] if r >= 0)
+
+
+def _score(snapshot, query, shares, rows, checks, all_features, query_sha256) -> list[SearchResult]:
+    per_feature = cosines(snapshot, {n: query[n] for n in shares}, rows)
+    fused = sum(shares[n] * per_feature[n] for n in shares)
     results = []
-    for j in order:
-        entry = snapshot.data.entries[rows[j]]
+    for j, row in enumerate(rows):
+        entry = snapshot.data.entries[row]
         scores = {n: (float(per_feature[n][j]) if n in per_feature else None) for n in all_features}
         score = float(fused[j])
+        size = (entry.width, entry.height)
+        check = checks.get(int(row), NONE).scaled(analysis_scale(*size), size)
+        active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores,
-            verdict=verdict({n: scores[n] for n in features}, score, entry.sha256 == query_sha256),
-            sha256=entry.sha256, width=entry.width, height=entry.height,
+            verdict=verdict(active, score, check, entry.sha256 == query_sha256),
+            sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
+            inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
         ))
     return results
-

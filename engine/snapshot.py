@@ -12,6 +12,7 @@ from typing import Mapping
 import faiss
 import numpy as np
 
+from engine.localindex import LocalIndex
 from engine.store import IndexData
 from features.fusion import fuse, normalize_weights
 
@@ -22,6 +23,7 @@ class Snapshot:
     features: tuple[str, ...]  # features active in the fused index
     weights: Mapping[str, float]  # the weights the fused rows were built with
     index: faiss.Index
+    local: LocalIndex | None = None  # ORB descriptors of every image, for verification
 
     @property
     def size(self) -> int:
@@ -43,7 +45,8 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     used = normalize_weights(weights, features) if features else {}
     if features and len(data):
         index.add(fuse({n: data.vectors[n] for n in features}, used))
-    return Snapshot(data=data, features=features, weights=used, index=index)
+    local = LocalIndex.build(data.vectors["orb"], data.present["orb"]) if "orb" in data.vectors else None
+    return Snapshot(data=data, features=features, weights=used, index=index, local=local)
 
 
 def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

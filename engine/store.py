@@ -58,11 +58,11 @@ class IndexData:
     def validate(self) -> None:
         n = len(self.entries)
         for name, block in self.vectors.items():
-            if block.ndim != 2 or block.shape[0] != n or block.dtype != np.float32:
+            if block.ndim != 2 or block.shape[0] != n or block.dtype not in (np.float32, np.uint8):
                 raise CorruptIndex(f"vector block {name!r} has shape {block.shape}, {block.dtype}")
             if self.present.get(name) is None or self.present[name].shape != (n,):
                 raise CorruptIndex(f"presence mask for {name!r} is missing or the wrong size")
-            if not np.isfinite(block).all():
+            if block.dtype == np.float32 and not np.isfinite(block).all():
                 raise CorruptIndex(f"vector block {name!r} holds non-finite values")
 
 

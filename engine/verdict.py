@@ -1,23 +1,50 @@
-"""Verdicts: exact copy, near-duplicate, or merely similar."""
+"""Verdicts: exact copy, edited copy (duplicate), or merely similar.
+
+Thresholds are calibrated by bench/quality.py; the figures behind them are
+in the README.
+"""
 from __future__ import annotations
 
 from typing import Mapping
 
+from engine.verify import Verification
+
 EXACT = "exact"
 DUPLICATE = "duplicate"
 SIMILAR = "similar"
+VERDICT_ORDER = {EXACT: 0, DUPLICATE: 1, SIMILAR: 2}
 
-# Every active feature must agree this closely for "same picture": re-encoding
-# and resizing move cosines by well under 1%.
+# "Same picture" (re-encoded or resized): every active feature this close, and
+# when local features were compared, most of the picture verified.
 EXACT_COSINE = 0.985
-# Fused score above which an image counts as an edited copy.
+EXACT_INLIERS = 60
+# An edited copy: this many geometrically consistent local matches, making up
+# at least this share of the correspondences found (chance agreements among
+# repeated corners are a small share of many) ...
+DUPLICATE_INLIERS = 20
+MIN_AGREEMENT = 0.3
+# ... or a fused score this high without them (recolours, heavy blur).
 DUPLICATE_SCORE = 0.90
 
 
-def verdict(scores: Mapping[str, float | None], score: float, same_bytes: bool = False) -> str:
-    present = [v for v in scores.values() if v is not None]
-    if same_bytes or (present and min(present) >= EXACT_COSINE):
+def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False) -> str:
+    present = list(scores.values())
+    if same_bytes:
         return EXACT
-    if score >= DUPLICATE_SCORE:
+    if present and min(present) >= EXACT_COSINE and (check.inliers == 0 or check.inliers >= EXACT_INLIERS):
+        return EXACT
+    if verified(check) or score >= DUPLICATE_SCORE:
         return DUPLICATE
     return SIMILAR
+
+
+def verified(check: Verification) -> bool:
+    """Whether the geometric check alone makes the pair an edited copy."""
+    return check.inliers >= DUPLICATE_INLIERS and check.inliers >= MIN_AGREEMENT * check.matches
+
+
+def confidence(score: float, check: Verification) -> float:
+    """One number comparable across queries: verified copies rank above any unverified score."""
+    if verified(check):
+        return max(score, 0.9 + 0.1 * min(1.0, check.inliers / EXACT_INLIERS))
+    return score

@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from engine.config import parse_weights
 from engine.core import ReindexRunning
 from engine.decode import UnreadableImage
+from engine.duplicates import to_csv
 from engine.scan import resolve_inside
 from engine.thumbs import thumb_path
 
@@ -67,6 +68,45 @@ def health():
     status = engine().status()
     status["status"] = "degraded" if status["features_off"] else "ok"
     return jsonify(status)
+
+
+@bp.get("/duplicates")
+def duplicates():
+    try:
+        threshold = _threshold(request.args.get("threshold"))
+    except ValueError as exc:
+        return bad_request(str(exc))
+    groups = engine().duplicates(threshold)
+    if request.args.get("format") == "csv":
+        return _csv_download(to_csv(groups))
+    return jsonify(groups=[g.as_dict() for g in groups])
+
+
+@bp.get("/duplicates.csv")
+def duplicates_csv():
+    try:
+        threshold = _threshold(request.args.get("threshold"))
+    except ValueError as exc:
+        return bad_request(str(exc))
+    return _csv_download(to_csv(engine().duplicates(threshold)))
+
+
+def _csv_download(text: str):
+    return current_app.response_class(
+        text, mimetype="text/csv", headers={"Content-Disposition": "attachment; filename=lookalike-duplicates.csv"}
+    )
+
+
+def _threshold(value: str | None) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ValueError("threshold must be a number between 0 and 1") from None
+    if not 0 <= threshold <= 1:
+        raise ValueError("threshold must be between 0 and 1")
+    return threshold
 
 
 @bp.get("/image/<path:relative>")

@@ -19,6 +19,7 @@ async function search(file) {
   const form = new FormData();
   form.append("image", file);
   form.append("top_k", $("top-k").value);
+  form.append("weights", currentWeights());
   const response = await post("/search", form);
   const body = await response.json().catch(() => ({ error: "unexpected answer from the server" }));
   if (!response.ok) {
@@ -28,6 +29,20 @@ async function search(file) {
   }
   $("message").textContent = `${body.results.length} results in ${body.elapsed_ms} ms`;
   render(body.results);
+}
+
+function currentWeights() {
+  const hsv = $("ignore-colour").checked ? 0 : $("w-hsv").value;
+  return `clip=${$("w-clip").value},resnet=${$("w-resnet").value},hsv=${hsv}`;
+}
+
+// The matched region, in the result's pixels, drawn over its letterboxed thumbnail.
+function boxStyle(r) {
+  if (!r.box) return "";
+  const s = 100 / Math.max(r.width, r.height);
+  const padX = (100 - r.width * s) / 2, padY = (100 - r.height * s) / 2;
+  const [x0, y0, x1, y1] = r.box;
+  return `left:${padX + x0 * s}%;top:${padY + y0 * s}%;width:${(x1 - x0) * s}%;height:${(y1 - y0) * s}%`;
 }
 
 function render(results) {
@@ -41,14 +56,16 @@ function render(results) {
           <span>${FEATURES[k] || k}</span><meter min="0" max="1" value="${Math.max(0, v)}"></meter><b>${v.toFixed(2)}</b></div>`)
       .join("");
     card.innerHTML = `
-      <a href="${r.image_url}" target="_blank" rel="noopener"><img loading="lazy" src="${r.thumb_url}" alt=""></a>
+      <a class="thumbwrap" href="${r.image_url}" target="_blank" rel="noopener"><img loading="lazy" src="${r.thumb_url}" alt="">
+        ${r.box ? `<span class="box" style="${boxStyle(r)}" title="matched region, ${r.inliers} points${r.mirrored ? ", mirrored" : ""}"></span>` : ""}</a>
       <div class="meta">
         <span class="rank">#${i + 1}</span>
         <span class="verdict">${r.verdict}</span>
-        <span class="score">${(100 * r.score).toFixed(1)}%</span>
+        <span class="score" title="weighted mean of the feature similarities">${(100 * r.score).toFixed(1)}%</span>
       </div>
       <div class="name" title="${escapeHtml(r.path)}">${escapeHtml(r.path)}</div>
-      <div class="bars">${bars}</div>`;
+      <div class="bars">${bars}</div>
+      ${r.inliers ? `<div class="why">${r.inliers} matched points${r.mirrored ? " (mirrored)" : ""}</div>` : ""}`;
     return card;
   });
   $("results").replaceChildren(...cards);
@@ -67,6 +84,8 @@ drop.addEventListener("drop", (ev) => {
 });
 $("file").addEventListener("change", (ev) => { if (ev.target.files.length) search(ev.target.files[0]); });
 $("top-k").addEventListener("change", () => { if (lastFile) search(lastFile); });
+["w-clip", "w-resnet", "w-hsv", "ignore-colour"].forEach((id) =>
+  $(id).addEventListener("change", () => { if (lastFile) search(lastFile); }));
 
 async function reindex() {
   const response = await post("/reindex", new FormData());

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Quality benchmark: do edited copies find their original, and get called duplicates?
+
+Builds a corpus of openclipart designs (plus a few large photos when given),
+queries that are edited copies of corpus designs (one edit kind each), and
+negative queries: edited copies of designs NOT in the corpus, which must not
+be called duplicates.  Prints recall@1, recall@10, micro-AP over all top-10
+(query, candidate, score) pairs (as in the DISC21 copy-detection challenge),
+recall@1 per edit kind, the duplicate detection rate and false-alarm rate,
+and verification latency; then the same for imagededup's PHash, on the raw
+files and on flattened ones.
+
+    python bench/quality.py --source /path/to/openclipart/png [--photos DIR] [--corpus 3000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.edits import EDITS, apply, flatten  # noqa: E402
+from engine.config import Config  # noqa: E402
+from engine.core import Engine  # noqa: E402
+from engine.search import search  # noqa: E402
+from engine.verdict import DUPLICATE, EXACT  # noqa: E402
+from engine.verify import Points, verify_all  # noqa: E402
+from features import FEATURE_NAMES  # noqa: E402
+
+BIG_PIXELS = 40_000_000
+# Verified points between two unedited designs that make them the same design.
+SOURCE_COPY_INLIERS = 40  # enormous designs are left out of the sample: they only slow the setup
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(args.work)
+    corpus, queries, negatives = build(args, work)
+    engine = Engine(Config(images=work / "corpus", cache=work / "cache", threads=2))
+    report = engine.reindex()
+    queries, negatives, excluded = settle_truth(engine, queries, negatives, args.negatives)
+    print(f"{excluded} negative candidates set aside: their unedited design is already in the corpus "
+          f"under another name (a verified copy: mirrored twin, recoloured variant, derived work)")
+    mode = "with weights" if {"clip", "resnet"} & set(engine.snapshot.features) else "without weights"
+    print(f"corpus {len(engine.snapshot.data)} images ({len(report.skipped)} skipped), "
+          f"{len(queries)} copy queries, {len(negatives)} negative queries; features {engine.snapshot.features} ({mode})")
+    ours = evaluate_engine(engine, queries, negatives)
+    print_row("lookalike", ours)
+    print(f"verification: {ours['verify_ms']:.1f} ms per query on top of {ours['rank_ms']:.1f} ms ranking")
+    if not args.no_peer:
+        for flatten_first in (False, True):
+            peer = evaluate_phash(work, queries, negatives, flatten_first)
+            print_row(f"imagededup PHash ({'flattened' if flatten_first else 'raw files'})", peer)
+    Path(work / "quality.json").write_text(json.dumps(ours, indent=1))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default="/usr/share/openclipart/png")
+    parser.add_argument("--photos", help="folder of large photos to add to the corpus")
+    parser.add_argument("--corpus", type=int, default=3000)
+    parser.add_argument("--per-kind", type=int, default=36, help="copy queries per edit kind")
+    parser.add_argument("--negatives", type=int, default=108)
+    parser.add_argument("--work", default="bench/out/quality")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-peer", action="store_true")
+    return parser.parse_args()
+
+
+def build(args, work: Path):
+    """Corpus folder plus query files; reused when already built with the same settings."""
+    designs = sorted(p for p in Path(args.source).rglob("*.png") if _pixels(p) <= BIG_PIXELS)
+    random.Random(args.seed).shuffle(designs)
+    corpus, outside = designs[: args.corpus], designs[args.corpus:]
+    stamp = work / "built.json"
+    settings = {"version": 3, "corpus": args.corpus, "per_kind": args.per_kind, "negatives": args.negatives, "seed": args.seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == settings:
+        meta = json.loads((work / "queries.json").read_text())
+        return corpus, meta["queries"], meta["negatives"]
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "corpus").mkdir(parents=True)
+    for i, path in enumerate(corpus):
+        shutil.copyfile(path, work / "corpus" / f"{i:05d}_{path.name}")
+    if args.photos:
+        for path in sorted(Path(args.photos).glob("*.jp*g"))[:5]:
+            shutil.copyfile(path, work / "corpus" / f"photo_{path.name}")
+    rng = random.Random(args.seed + 1)
+    queries, negatives = [], []
+    signatures = np.stack([signature(p) for p in corpus])
+    names = [f"{i:05d}_{p.name}" for i, p in enumerate(corpus)]
+    picks = rng.sample(range(len(corpus)), args.per_kind * len(EDITS))
+    for n, (kind, index) in enumerate(zip(sorted(EDITS) * args.per_kind, picks)):
+        target = work / "queries" / f"{n:04d}_{kind}.png"
+        _write(apply(kind, Image.open(corpus[index]), seed=n), target)
+        twins = [names[t] for t in twins_of(signatures[index], signatures)]
+        queries.append({"file": str(target), "kind": kind, "truth": names[index], "twins": twins})
+    # Negatives: designs outside the corpus with no identical twin inside it
+    # (openclipart holds the same design under several names).
+    candidates = [p for p in rng.sample(outside, 4 * args.negatives)]
+    for path in candidates:
+        if len(negatives) == 2 * args.negatives:  # spares: some turn out to be in the corpus
+            break
+        if twins_of(signature(path), signatures):
+            continue
+        n = len(negatives)
+        kind = sorted(EDITS)[n % len(EDITS)]
+        target = work / "negatives" / f"{n:04d}_{kind}.png"
+        _write(apply(kind, Image.open(path), seed=10_000 + n), target)
+        negatives.append({"file": str(target), "kind": kind, "truth": None, "source": str(path)})
+    for query in queries:
+        query["source"] = str(corpus[names.index(query["truth"])])
+    (work / "queries.json").write_text(json.dumps({"queries": queries, "negatives": negatives}))
+    stamp.write_text(json.dumps(settings))
+    return corpus, queries, negatives
+
+
+def settle_truth(engine: Engine, queries, negatives, wanted: int):
+    """Openclipart holds many designs more than once (mirrored pairs, variants, derived works).
+
+    A corpus design that shares a strongly verified region with a query's
+    *unedited* source is that design too: for a copy query it is also a correct
+    answer; a negative whose source has one is not a negative and is set aside.
+    """
+    def copies_of(source: str) -> set[str]:
+        image = flatten(Image.open(source))
+        checks = verify_all(Points.of_image(image), engine.snapshot.local)
+        entries = engine.snapshot.data.entries
+        return {entries[row].path for row, c in checks.items() if c.inliers >= SOURCE_COPY_INLIERS}
+
+    for query in queries:
+        query["twins"] = sorted(set(query["twins"]) | copies_of(query["source"]))
+    clean = [n for n in negatives if not copies_of(n["source"])]
+    return queries, clean[:wanted], len(negatives) - len(clean)
+
+
+def signature(path: Path) -> np.ndarray:
+    """A method-independent identity check: the flattened design as 32x32 grey, normalised."""
+    image = flatten(Image.open(path)).convert("L")
+    square = Image.new("L", (max(image.size),) * 2, 255)
+    square.paste(image, ((square.width - image.width) // 2, (square.height - image.height) // 2))
+    values = np.asarray(square.resize((32, 32), Image.Resampling.BOX), dtype=np.float32).ravel()
+    values -= values.mean()
+    return values / max(float(np.linalg.norm(values)), 1e-6)
+
+
+def twins_of(sig: np.ndarray, signatures: np.ndarray, threshold: float = 0.95) -> list[int]:
+    """Corpus designs identical to `sig` (or to its mirror image) at 32x32."""
+    mirrored = sig.reshape(32, 32)[:, ::-1].ravel()
+    close = (signatures @ sig >= threshold) | (signatures @ mirrored >= threshold)
+    return [int(i) for i in np.flatnonzero(close)]
+
+
+def _write(image: Image.Image, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.convert("RGB").save(target)
+
+
+def _pixels(path: Path) -> int:
+    with Image.open(path) as im:
+        return im.width * im.height
+
+
+def evaluate_engine(engine: Engine, queries, negatives) -> dict:
+    runs, verify_ms, rank_ms = [], [], []
+    weights = engine.config.weights
+    for query in queries + negatives:
+        image = engine.decode_query(Path(query["file"]).read_bytes()).image
+        snap = engine.snapshot
+        vectors = engine.embed(image, snap.features)
+        started = time.perf_counter()
+        search(snap, vectors, None, 10, weights, FEATURE_NAMES)  # ranking alone
+        ranked = time.perf_counter()
+        results = search(snap, vectors, image, 10, weights, FEATURE_NAMES)  # ranking + verification
+        finished = time.perf_counter()
+        rank_ms.append(1000 * (ranked - started))
+        verify_ms.append(1000 * ((finished - ranked) - (ranked - started)))
+        runs.append((query, [(r.path, r.confidence, r.verdict in (EXACT, DUPLICATE)) for r in results]))
+    metrics = score_runs(runs)
+    metrics["verify_ms"] = float(np.median(verify_ms))
+    metrics["verify_ms_p95"] = float(np.percentile(verify_ms, 95))
+    metrics["rank_ms"] = float(np.median(rank_ms))
+    return metrics
+
+
+def evaluate_phash(work: Path, queries, negatives, flatten_first: bool) -> dict:
+    from imagededup.methods import PHash
+
+    phash = PHash(verbose=False)
+
+    def hash_of(path: Path) -> int:
+        image = Image.open(path)
+        image = flatten(image) if flatten_first else image.convert("RGB")  # imagededup drops alpha: black
+        return int(phash.encode_image(image_array=np.asarray(image)), 16)
+
+    names = sorted(p.name for p in (work / "corpus").iterdir())
+    corpus = np.array([hash_of(work / "corpus" / n) for n in names], dtype=np.uint64)
+    runs = []
+    for query in queries + negatives:
+        q = np.uint64(hash_of(Path(query["file"])))
+        distance = np.array([bin(int(x)).count("1") for x in np.bitwise_xor(corpus, q)])
+        order = np.argsort(distance, kind="stable")[:10]
+        # imagededup's default duplicate threshold is a Hamming distance of 10
+        runs.append((query, [(names[i], 1 - distance[i] / 64, distance[i] <= 10) for i in order]))
+    return score_runs(runs)
+
+
+def score_runs(runs) -> dict:
+    """recall@1/@10, micro-AP, per-kind recall@1, detection and false-alarm rates."""
+    positives = [(q, r) for q, r in runs if q["truth"]]
+    negatives = [(q, r) for q, r in runs if not q["truth"]]
+    hit1 = [bool(r) and is_truth(q, r[0][0]) for q, r in positives]
+    hit10 = [any(is_truth(q, path) for path, _, _ in r) for q, r in positives]
+    detected = [any(is_truth(q, path) and dup for path, _, dup in r) for q, r in positives]
+    false_alarm = [any(dup for _, _, dup in r) for _, r in negatives]
+    # micro-AP: each query's first correct answer is its one true pair; twins beyond it are not
+    # counted as positives or as errors.
+    pairs = []
+    for q, r in runs:
+        found = False
+        for path, score, _ in r:
+            correct = bool(q["truth"]) and is_truth(q, path)
+            if correct and found:
+                continue
+            found = found or correct
+            pairs.append((score, correct))
+    pairs.sort(key=lambda p: -p[0])
+    correct, ap = 0, 0.0
+    for rank_, (_, ok) in enumerate(pairs, 1):
+        if ok:
+            correct += 1
+            ap += correct / rank_
+    kinds = defaultdict(list)
+    for (q, _), hit in zip(positives, hit1):
+        kinds[q["kind"]].append(hit)
+    return {
+        "recall@1": float(np.mean(hit1)), "recall@10": float(np.mean(hit10)),
+        "micro_ap": ap / max(1, len(positives)),
+        "detection": float(np.mean(detected)), "false_alarm": float(np.mean(false_alarm)) if negatives else 0.0,
+        "recall@1_by_kind": {k: float(np.mean(v)) for k, v in sorted(kinds.items())},
+    }
+
+
+def is_truth(query: dict, path: str) -> bool:
+    return path == query["truth"] or path in query.get("twins", ())
+
+
+def print_row(name: str, m: dict) -> None:
+    print(f"{name:34s} recall@1 {m['recall@1']:.3f}  recall@10 {m['recall@10']:.3f}  micro-AP {m['micro_ap']:.3f}  "
+          f"detection {m['detection']:.3f}  false alarms {m['false_alarm']:.3f}")
+    print("    recall@1 by edit: " + ", ".join(f"{k} {v:.2f}" for k, v in m["recall@1_by_kind"].items()))
+
+
+if __name__ == "__main__":
+    main()

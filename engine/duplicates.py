@@ -1,0 +1,125 @@
+"""Every duplicate group in the library: neighbours from FAISS, confirmed, joined.
+
+Each image asks the fused index for its nearest neighbours (not an all-pairs
+loop); a pair above the candidate threshold is confirmed by the same verdict
+rules as a search (geometric verification, or a fused score above the
+duplicate threshold).  Confirmed pairs are joined into connected components.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.snapshot import Snapshot
+from engine.store import Entry
+from engine.verdict import DUPLICATE, EXACT, verdict, verified
+from engine.verify import NONE, Points, verify_all
+
+NEIGHBOURS = 10
+# Pairs below this fused score are not even verified.
+CANDIDATE_SCORE = 0.5
+
+
+@dataclass
+class Pair:
+    a: str
+    b: str
+    score: float
+    verdict: str
+    inliers: int
+
+    def as_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "score": round(self.score, 6), "verdict": self.verdict, "inliers": self.inliers}
+
+
+@dataclass
+class Group:
+    paths: list[str]
+    pairs: list[Pair] = field(default_factory=list)
+    keep: str = ""
+
+    def as_dict(self) -> dict:
+        return {"paths": self.paths, "pairs": [p.as_dict() for p in self.pairs], "keep": self.keep}
+
+
+def find_groups(snapshot: Snapshot, threshold: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS) -> list[Group]:
+    """Groups of two or more images that are copies of each other, largest first."""
+    n = snapshot.size
+    if n < 2 or not snapshot.features:
+        return []
+    pairs = _confirmed_pairs(snapshot, threshold, min(neighbours + 1, n))
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, _ in pairs:
+        parent[root(i)] = root(j)
+    members: dict[int, list[int]] = {}
+    for i in {i for pair in pairs for i in pair[:2]}:
+        members.setdefault(root(i), []).append(i)
+    entries = snapshot.data.entries
+    groups = []
+    for rows in members.values():
+        rows.sort(key=lambda r: entries[r].path)
+        inside = set(rows)
+        group = Group(paths=[entries[r].path for r in rows], keep=suggest_keeper([entries[r] for r in rows]))
+        group.pairs = [pair for i, j, pair in pairs if i in inside]
+        groups.append(group)
+    groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
+    return groups
+
+
+def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple[int, int, Pair]]:
+    """Pairs of rows confirmed as copies, each pair once."""
+    data = snapshot.data
+    fused = np.empty((snapshot.size, snapshot.index.d), dtype=np.float32)
+    snapshot.index.reconstruct_n(0, snapshot.size, fused)
+    scores, rows = snapshot.index.search(fused, k)
+    stored = data.vectors.get("orb")
+    seen: set[tuple[int, int]] = set()
+    confirmed = []
+    for i in range(snapshot.size):
+        candidates = {int(j): float(s) for s, j in zip(scores[i], rows[i]) if j >= 0 and j != i and s >= threshold}
+        checks = {}
+        if snapshot.local is not None and data.present["orb"][i]:
+            # Local features also find copies whose colours or framing changed.
+            checks = verify_all(Points.of_row(stored[i]), snapshot.local, exclude=i)
+            for j, check in checks.items():
+                if verified(check) and j not in candidates:
+                    candidates[j] = float(fused[i] @ fused[j])
+        for j, score in candidates.items():
+            key = (min(i, j), max(i, j))
+            if key in seen:
+                continue
+            seen.add(key)
+            check = checks.get(j, NONE)
+            cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
+            label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
+            if label in (EXACT, DUPLICATE):
+                pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers)
+                confirmed.append((key[0], key[1], pair))
+    return confirmed
+
+
+def suggest_keeper(entries: list[Entry]) -> str:
+    """Largest resolution, then the oldest file, then the shortest path."""
+    best = max(entries, key=lambda e: (e.width * e.height, -e.mtime_ns, -len(e.path)))
+    return best.path
+
+
+def to_csv(groups: list[Group]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["group", "path", "suggestion"])
+    for number, group in enumerate(groups, 1):
+        for path in group.paths:
+            writer.writerow([number, path, "keep" if path == group.keep else "copy"])
+    return out.getvalue()

@@ -1,0 +1,104 @@
+"""Geometric verification: do the query and a candidate share one region, mapped by
+one rotation, uniform scale and shift?
+
+Correspondences come from the local index (each query ORB descriptor's
+nearest stored descriptors), for the query as is and mirrored left-right.
+A RANSAC similarity transform keeps the correspondences that agree on one
+mapping; their number says how much of one picture reappears in the other,
+whatever the crop, rotation, scale or canvas, and their extent in the
+candidate is the matched region.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from engine.localindex import LocalIndex
+from features.orb import detect, gray_of, unpack
+
+MIN_MATCHES = 8
+RANSAC_PIXELS = 8.0  # reprojection tolerance, in 512 px analysis-picture pixels
+
+
+@dataclass(frozen=True)
+class Verification:
+    inliers: int
+    box: tuple[int, int, int, int] | None  # in analysis pixels of the candidate until scaled
+    mirrored: bool
+    matches: int = 0  # correspondences RANSAC was given; inliers / matches is the agreement
+
+    def scaled(self, scale: float, size: tuple[int, int]) -> "Verification":
+        """The box in the candidate's original pixels."""
+        if self.box is None:
+            return self
+        x0, y0, x1, y1 = (v * scale for v in self.box)
+        width, height = size
+        box = (max(0, int(x0)), max(0, int(y0)), min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1))))
+        return Verification(self.inliers, box, self.mirrored, self.matches)
+
+
+NONE = Verification(inliers=0, box=None, mirrored=False)
+
+
+@dataclass(frozen=True)
+class Points:
+    """One side of a comparison: keypoints, possibly also of the mirrored picture."""
+
+    views: tuple[tuple[bool, np.ndarray, np.ndarray], ...]
+
+    @classmethod
+    def of_image(cls, image: Image.Image) -> "Points":
+        """A query: as is and mirrored left-right (ORB descriptors are not mirror-invariant)."""
+        gray = gray_of(image)
+        plain = detect(gray)
+        mirrored = detect(np.ascontiguousarray(gray[:, ::-1]))
+        return cls(views=((False, *plain), (True, *mirrored)))
+
+    @classmethod
+    def of_row(cls, row: np.ndarray) -> "Points":
+        """An indexed image, from its stored row (no mirror: only the picture was stored)."""
+        return cls(views=((False, *unpack(row)),))
+
+
+def verify_all(points: Points, local: LocalIndex, exclude: int | None = None) -> dict[int, Verification]:
+    """Best verification per image row that shares enough descriptors with `points`."""
+    best: dict[int, Verification] = {}
+    for mirrored, xy, descriptors in points.views:
+        for row, (src, dst) in local.matches(descriptors, xy).items():
+            if row == exclude or len(src) < MIN_MATCHES:
+                continue
+            check = geometric_check(src, dst, mirrored)
+            if check.inliers > best.get(row, NONE).inliers:
+                best[row] = check
+    return best
+
+
+def geometric_check(src: np.ndarray, dst: np.ndarray, mirrored: bool = False) -> Verification:
+    """Inliers of one similarity transform from src to dst points, and their box in dst."""
+    if len(src) < MIN_MATCHES:
+        return NONE
+    # 4 degrees of freedom: chance matches on repeated corners rarely agree on one,
+    # unlike an 8-dof homography; a photo taken at a mild angle still fits the tolerance.
+    transform, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS, maxIters=500, confidence=0.99
+    )
+    if transform is None or not _plausible(transform):
+        return NONE
+    kept = dst[mask.ravel().astype(bool)]
+    # Several query points landing on one stored point is not agreement.
+    inliers = len({tuple(p) for p in kept.round().astype(int).tolist()})
+    if inliers < MIN_MATCHES:
+        return NONE
+    x0, y0 = kept.min(axis=0)
+    x1, y1 = kept.max(axis=0)
+    box = (float(x0), float(y0), float(x1), float(y1))
+    return Verification(inliers=inliers, box=box, mirrored=mirrored, matches=len(src))
+
+
+def _plausible(transform: np.ndarray) -> bool:
+    """Reject degenerate mappings: the picture shrunk or blown up beyond any real edit."""
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    return 0.1 < scale < 10

@@ -1,0 +1,53 @@
+"""Duplicate groups over the whole library: planted copies are grouped, nothing else is."""
+import json
+
+import pytest
+from PIL import Image
+
+from engine.core import Engine
+from features import HsvHistogram
+from features.orb import OrbFeatures
+from conftest import make_design
+from fakes import CountingExtractor
+
+
+def flat(design):
+    page = Image.new("RGB", design.size, "white")
+    page.paste(design, mask=design.getchannel("A"))
+    return page
+
+
+@pytest.fixture
+def library(cfg, collection):
+    """The collection plus planted copies of two designs."""
+    big = flat(collection["design_03.png"]).resize((640, 640))
+    big.save(cfg.images / "design_03_large.png")
+    flat(collection["design_03.png"]).rotate(12, expand=True, fillcolor="white").save(cfg.images / "design_03_rotated.jpg")
+    (cfg.images / "copies").mkdir()
+    flat(collection["design_07.png"]).crop((30, 30, 300, 300)).save(cfg.images / "copies" / "design_07_crop.png")
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram(), "orb": OrbFeatures()})
+    engine.reindex()
+    return engine
+
+
+def test_planted_copies_form_groups_with_a_suggested_keeper(library):
+    groups = {frozenset(g.paths): g for g in library.duplicates()}
+    three = frozenset({"design_03.png", "design_03_large.png", "design_03_rotated.jpg"})
+    two = frozenset({"design_07.png", "copies/design_07_crop.png"})
+    assert three in groups and two in groups
+    assert groups[three].keep == "design_03_large.png"  # the largest resolution
+    assert all(p.verdict in ("exact", "duplicate") for p in groups[three].pairs)
+    grouped = {p for g in groups.values() for p in g.paths}
+    assert not grouped - three - two  # no unrelated design is pulled in
+
+
+def test_duplicates_command_line_json_and_csv(library, cfg):
+    from test_cli import run
+
+    result = run("duplicates", "--images", cfg.images, "--cache", cfg.cache, "--json")
+    assert result.returncode == 0, result.stderr
+    groups = json.loads(result.stdout.strip().splitlines()[-1])["groups"]
+    assert {"paths", "pairs", "keep"} <= set(groups[0])
+    assert {"a", "b", "score", "verdict"} <= set(groups[0]["pairs"][0])
+    csv = run("duplicates", "--images", cfg.images, "--cache", cfg.cache, "--csv").stdout.splitlines()
+    assert csv[0] == "group,path,suggestion" and any("design_03_large.png,keep" in line for line in csv)
