@@ -3,7 +3,8 @@
 
     python image.py serve    [--images DIR] [--cache DIR] [--host H] [--port P]
     python image.py index    [--images DIR] [--cache DIR] [--json]
-    python image.py search   QUERY_IMAGE... [--top-k K] [--weights clip=.5,resnet=.3,hsv=.2] [--json]
+    python image.py search   QUERY_IMAGE... [--text WORDS] [--top-k K] [--weights clip=.5,resnet=.3,hsv=.2] [--json]
+    python image.py duplicates [--threshold T] [--json | --csv]
     python image.py models   status [--json] | fetch | import FILE...
     python image.py set-password
 
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(handler=cmd_index)
 
     search = sub.add_parser("search", parents=[common], help="find the closest designs to query images")
-    search.add_argument("queries", nargs="+", metavar="QUERY_IMAGE")
+    search.add_argument("queries", nargs="*", metavar="QUERY_IMAGE")
+    search.add_argument("--text", action="append", default=[], help="search by words (CLIP); repeatable")
     search.add_argument("--top-k", type=int, default=None)
     search.add_argument("--weights", type=parse_weights, help="e.g. clip=0.5,resnet=0.3,hsv=0.2")
     search.add_argument("--json", action="store_true", help="one JSON line per query")
@@ -118,15 +120,21 @@ def cmd_index(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_search(config: Config, args: argparse.Namespace) -> int:
-    from engine.core import Engine
+    from engine.core import Engine, TextSearchUnavailable
     from engine.decode import UnreadableImage
 
+    if not args.queries and not args.text:
+        print("error: give query images and/or --text", file=sys.stderr)
+        return 2
     engine = Engine(config)  # models load once, on the first query, for every query
+    top_k = args.top_k or config.top_k
     failures = 0
-    for query in args.queries:
+    jobs = [(q, lambda q=q: engine.search_bytes(Path(q).read_bytes(), top_k, args.weights)) for q in args.queries]
+    jobs += [(t, lambda t=t: engine.search_text(t, top_k)) for t in args.text]
+    for query, run in jobs:
         try:
-            results = engine.search_bytes(Path(query).read_bytes(), args.top_k or config.top_k, args.weights)
-        except (OSError, UnreadableImage) as exc:
+            results = run()
+        except (OSError, UnreadableImage, TextSearchUnavailable) as exc:
             failures += 1
             message = {"query": query, "error": str(exc), "results": []}
             print(json.dumps(message) if args.json else f"{query}: error: {exc}", flush=True)
@@ -138,7 +146,7 @@ def cmd_search(config: Config, args: argparse.Namespace) -> int:
             for rank, r in enumerate(results, 1):
                 parts = " ".join(f"{k}={v:.3f}" for k, v in r.scores.items() if v is not None)
                 print(f"  {rank:2d}. {r.score:.3f} {r.verdict:9s} {r.path}  ({parts})")
-    return 1 if failures == len(args.queries) else 0
+    return 1 if failures == len(jobs) else 0
 
 
 def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ class Config:
     index_max_pixels: int = 700_000_000
     threads: int = max(1, os.cpu_count() or 1)
     batch_size: int = 32
+    # Save the index every this many newly extracted images, so a crash loses little.
+    checkpoint_every: int = 256
     secure_cookies: bool = False
     # Weights folder; defaults to <cache>/models.  Several collections can share one.
     models: Path | None = None
@@ -74,7 +76,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
     for name, convert in (
         ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
         ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
-        ("THREADS", int), ("BATCH_SIZE", int),
+        ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int),
     ):
         if get(name):
             values[name.lower()] = convert(get(name))

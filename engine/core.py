@@ -30,6 +30,10 @@ class ReindexRunning(RuntimeError):
     """A reindex is already in progress."""
 
 
+class TextSearchUnavailable(RuntimeError):
+    """Text search was asked for but CLIP is switched off."""
+
+
 @dataclass
 class ReindexProgress:
     running: bool = False
@@ -107,6 +111,26 @@ class Engine:
         # A feature weighted zero costs nothing: its network is not run for this query.
         query = self.embed(image, tuple(n for n in snap.features if weights.get(n, 0) > 0))
         return search(snap, query, image, top_k, weights, FEATURE_NAMES, sha256)
+
+    def search_text(
+        self, text: str, top_k: int, image_data: bytes | None = None, text_weight: float = 0.5
+    ) -> list[SearchResult]:
+        """Search by words with CLIP's text tower; with an image, refine it ("like this, but red")."""
+        snap = self._snapshot
+        clip = self.extractors.get("clip")
+        if clip is None or "clip" not in snap.features:
+            raise TextSearchUnavailable(
+                "text search needs the CLIP weights: run `python image.py models fetch` or `models import FILE`"
+            )
+        with self._query_lock:
+            vector = clip.embed_text([text])[0]
+            image = None
+            if image_data is not None:
+                image = self.decode_query(image_data).image
+                mixed = (1 - text_weight) * clip.embed([image])[0] + text_weight * vector
+                vector = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+        weights = {name: (1.0 if name == "clip" else 0.0) for name in FEATURE_NAMES}
+        return search(snap, {"clip": vector}, None, top_k, weights, FEATURE_NAMES)
 
     def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         with self._query_lock:

@@ -64,11 +64,11 @@ class Prepared:
 
 
 class Indexer:
-    def __init__(self, config: Config, extractors: Mapping[str, Extractor], checkpoint_every: int = 256) -> None:
+    def __init__(self, config: Config, extractors: Mapping[str, Extractor]) -> None:
         self.config = config
         self.extractors = dict(extractors)
         self.fingerprints = {name: ex.fingerprint() for name, ex in self.extractors.items()}
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = config.checkpoint_every
 
     def run(self, previous: IndexData, progress: ProgressFn | None = None) -> tuple[IndexData, IndexReport]:
         started = time.monotonic()

@@ -97,3 +97,23 @@ def test_fetch_verifies_the_checksum(cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "find_weights", lambda folder, spec: spec is clip_spec or None)
     assert models.fetch(cfg.models_dir) == ["resnet"]
     assert (cfg.models_dir / good.filename).read_bytes() == source.read_bytes()
+
+
+def test_text_search_and_refinement_use_clip(with_weights, collection):
+    engine = Engine(with_weights)
+    engine.reindex()
+    by_words = engine.search_text("a red star", top_k=5)
+    assert len(by_words) == 5
+    assert all(r.scores["clip"] is not None and r.scores["hsv"] is None for r in by_words)
+    from conftest import encode
+    refined = engine.search_text("but in red", 3, encode(collection["design_04.png"]), text_weight=0.1)
+    assert refined[0].path == "design_04.png"  # mostly the image: the design itself stays first
+
+
+def test_text_search_without_clip_says_so(cfg, collection):
+    from engine.core import TextSearchUnavailable
+
+    engine = Engine(cfg)
+    engine.reindex()
+    with pytest.raises(TextSearchUnavailable, match="CLIP weights"):
+        engine.search_text("gold ring", 5)

@@ -191,3 +191,39 @@ def test_repeated_failures_are_rate_limited(client):
     limited = client.get("/health", headers=basic())
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
     assert login(client, "wrong").status_code == 429
+
+
+def test_text_search_without_clip_is_a_clear_400(client):
+    response = client.post("/search", data={"text": "teardrop pendant"}, headers=basic())
+    assert response.status_code == 400 and "CLIP" in response.get_json()["error"]
+
+
+def test_duplicates_api_json_and_csv(client, cfg, collection):
+    response = client.get("/duplicates", headers=basic())
+    assert response.status_code == 200 and response.get_json() == {"groups": []}
+    csv = client.get("/duplicates.csv?threshold=0.6", headers=basic())
+    assert csv.status_code == 200 and csv.mimetype == "text/csv"
+    assert csv.get_data(as_text=True).splitlines()[0] == "group,path,suggestion"
+    assert client.get("/duplicates?threshold=2", headers=basic()).status_code == 400
+
+
+def test_add_to_collection_checks_content_and_never_overwrites(client, cfg):
+    files = [(io.BytesIO(encode(make_design(50))), "../../evil name.png"),
+             (io.BytesIO(encode(make_design(50))), "../../evil name.png"),
+             (io.BytesIO(b"MZ not an image"), "tool.png")]
+    response = client.post("/collection", data={"images": files}, headers=basic())
+    body = response.get_json()
+    assert response.status_code == 201 and len(body["added"]) == 2
+    assert body["rejected"][0]["name"] == "tool.png"
+    saved = [cfg.images / p for p in body["added"]]
+    assert len(set(saved)) == 2 and all(p.is_file() for p in saved)
+    assert all(p.resolve().is_relative_to(cfg.images.resolve()) for p in saved)
+    assert all(p.parts[-3] == "uploads" and "evil-name" in p.name for p in saved)
+
+
+def test_bomb_upload_is_refused_without_decoding(client):
+    from test_decode import _bomb_png
+
+    response = client.post("/search", data={"image": (io.BytesIO(_bomb_png(30_000, 30_000)), "bomb.png")},
+                           headers=basic())
+    assert response.status_code == 400 and "limit" in response.get_json()["error"]

@@ -8,9 +8,10 @@ from urllib.parse import quote
 from flask import Blueprint, current_app, jsonify, request, send_file
 
 from engine.config import parse_weights
-from engine.core import ReindexRunning
+from engine.core import ReindexRunning, TextSearchUnavailable
 from engine.decode import UnreadableImage
 from engine.duplicates import to_csv
+from engine.uploads import add_to_collection
 from engine.scan import resolve_inside
 from engine.thumbs import thumb_path
 
@@ -29,24 +30,44 @@ def bad_request(message: str, status: int = 400):
 @bp.post("/search")
 def search():
     upload = request.files.get("image")
-    if upload is None or not upload.filename and not upload.content_length:
-        return bad_request("send the query image as multipart field 'image'")
+    has_image = upload is not None and bool(upload.filename or upload.content_length)
+    text = (request.form.get("text") or "").strip()
+    if not has_image and not text:
+        return bad_request("send the query image as multipart field 'image', or words as field 'text'")
     try:
         top_k = _top_k(request.form.get("top_k"))
         weights = _weights(request.form)
+        text_weight = _fraction(request.form.get("text_weight"), 0.5, "text_weight")
     except ValueError as exc:
         return bad_request(str(exc))
-    data = upload.read()  # kept in memory only: query uploads never touch the disk
+    data = upload.read() if has_image else None  # in memory only: queries never touch the disk
     started = time.perf_counter()
     try:
-        results = engine().search_bytes(data, top_k, weights)
+        if text:
+            results = engine().search_text(text[:300], top_k, data, text_weight)
+        else:
+            results = engine().search_bytes(data, top_k, weights)
     except UnreadableImage as exc:
         return bad_request(f"not a usable image: {exc}")
+    except TextSearchUnavailable as exc:
+        return bad_request(str(exc))
     return jsonify(
         results=[_with_urls(r.as_dict()) for r in results],
         features=list(engine().snapshot.features),
         elapsed_ms=round(1000 * (time.perf_counter() - started), 1),
     )
+
+
+@bp.post("/collection")
+def add_images():
+    """Add one or more designs (multipart field 'images'); reindex to make them searchable."""
+    files = request.files.getlist("images")
+    if not files:
+        return bad_request("send the designs as multipart field 'images' (several allowed)")
+    config = current_app.config["LOOKALIKE"]
+    added = [add_to_collection(config.images, f.filename or "design", f.read(), config.upload_max_pixels) for f in files]
+    body = {"added": [a.path for a in added if a.path], "rejected": [{"name": a.name, "reason": a.error} for a in added if a.error]}
+    return jsonify(body), (201 if body["added"] else 400)
 
 
 @bp.post("/reindex")
@@ -98,15 +119,7 @@ def _csv_download(text: str):
 
 
 def _threshold(value: str | None) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        threshold = float(value)
-    except ValueError:
-        raise ValueError("threshold must be a number between 0 and 1") from None
-    if not 0 <= threshold <= 1:
-        raise ValueError("threshold must be between 0 and 1")
-    return threshold
+    return _fraction(value, None, "threshold")
 
 
 @bp.get("/image/<path:relative>")
@@ -145,6 +158,18 @@ def _top_k(value: str | None) -> int:
     if not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k must be between 1 and {MAX_TOP_K}")
     return top_k
+
+
+def _fraction(value: str | None, default: float, name: str) -> float:
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number between 0 and 1") from None
+    if not 0 <= number <= 1:
+        raise ValueError(f"{name} must be between 0 and 1")
+    return number
 
 
 def _weights(form) -> dict[str, float] | None:

@@ -13,11 +13,18 @@ function post(url, body) {
 async function search(file) {
   lastFile = file;
   const preview = $("query-preview");
-  preview.src = URL.createObjectURL(file);
-  preview.hidden = false;
+  if (file) {
+    preview.src = URL.createObjectURL(file);
+    preview.hidden = false;
+  }
   $("message").textContent = "Searching…";
   const form = new FormData();
-  form.append("image", file);
+  if (file) form.append("image", file);
+  const words = $("text").disabled ? "" : $("text").value.trim();
+  if (words) {
+    form.append("text", words);
+    form.append("text_weight", $("text-weight").value);
+  }
   form.append("top_k", $("top-k").value);
   form.append("weights", currentWeights());
   const response = await post("/search", form);
@@ -82,8 +89,12 @@ drop.addEventListener("drop", (ev) => {
   ev.preventDefault();
   if (ev.dataTransfer.files.length) search(ev.dataTransfer.files[0]);
 });
+$("text-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  if ($("text").value.trim()) search(lastFile);
+});
 $("file").addEventListener("change", (ev) => { if (ev.target.files.length) search(ev.target.files[0]); });
-$("top-k").addEventListener("change", () => { if (lastFile) search(lastFile); });
+$("top-k").addEventListener("change", () => { if (lastFile || $("text").value.trim()) search(lastFile); });
 ["w-clip", "w-resnet", "w-hsv", "ignore-colour"].forEach((id) =>
   $(id).addEventListener("change", () => { if (lastFile) search(lastFile); }));
 
@@ -132,5 +143,15 @@ function showTime(ts) {
 }
 
 $("reindex").addEventListener("click", reindex);
+$("add-files").addEventListener("change", async (ev) => {
+  const form = new FormData();
+  for (const file of ev.target.files) form.append("images", file);
+  const response = await post("/collection", form);
+  const body = await response.json().catch(() => ({}));
+  const rejected = (body.rejected || []).map((r) => `${r.name}: ${r.reason}`).join("; ");
+  $("message").textContent = `${(body.added || []).length} added` + (rejected ? `, rejected ${rejected}` : "");
+  ev.target.value = "";
+  if ((body.added || []).length) reindex();
+});
 showTime(parseFloat($("status-last").dataset.ts));
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });

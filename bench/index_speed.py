@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Indexing speed: Lookalike's pipeline against the straightforward loop and the networks' ceiling.
+
+For each image set, in one run on the same images and the same random-weight
+networks (the compute is the same as with the real weights):
+  (a) the straightforward loop: one image at a time, full decode, batch of one
+      per network, histogram on the full-size image;
+  (b) Lookalike's indexer (one decode sized to need, parallel workers, batches);
+  (c) the networks alone at the indexer's batch size on pre-decoded tensors.
+Each phase runs in a fresh child process, so its peak RSS is its own.
+
+    python bench/index_speed.py --designs /usr/share/openclipart/png --photos DIR [--count 160]
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--designs", default="/usr/share/openclipart/png")
+    parser.add_argument("--photos", help="folder of >= 12 MP JPEG photos")
+    parser.add_argument("--count", type=int, default=160, help="images per set")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lookalike-speed-"))
+    models = make_random_weights(work / "models")
+    sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
+    if args.photos:
+        sets["photos"] = pick(Path(args.photos), "*.jp*g", args.count)
+    ctx = mp.get_context("spawn")
+    for name, files in sets.items():
+        folder = work / name
+        folder.mkdir()
+        for i, path in enumerate(files):
+            shutil.copyfile(path, folder / f"{i:04d}{path.suffix}")
+        n = len(files)
+        with ctx.Pool(1) as pool:
+            naive, naive_rss = pool.apply(run_naive, (folder, models))
+        with ctx.Pool(1) as pool:
+            piped, piped_rss = pool.apply(run_pipeline, (folder, work / f"cache-{name}", models, args.batch_size))
+        with ctx.Pool(1) as pool:
+            ceiling, _ = pool.apply(run_networks, (models, args.batch_size))
+        with ctx.Pool(1) as pool:
+            rescan, _ = pool.apply(run_pipeline, (folder, work / f"cache-{name}", models, args.batch_size))
+        print(f"\n{name}: {n} images")
+        print(f"  (a) straightforward loop   {n / naive:7.2f} img/s   peak RSS {naive_rss:6.0f} MB")
+        print(f"  (b) Lookalike pipeline     {n / piped:7.2f} img/s   peak RSS {piped_rss:6.0f} MB")
+        print(f"  (c) networks alone         {ceiling:7.2f} img/s   (batch {args.batch_size}, pre-decoded)")
+        print(f"  b/a = {naive / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
+              f"unchanged re-scan {rescan:.2f} s")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def pick(folder: Path, pattern: str, count: int) -> list[Path]:
+    files = sorted(folder.rglob(pattern))
+    random.Random(3).shuffle(files)
+    return files[:count]
+
+
+def make_random_weights(folder: Path) -> Path:
+    import open_clip
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from engine import models
+
+    folder.mkdir(parents=True)
+    clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(folder / "clip.safetensors"))
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), folder / "resnet.pth")
+    target = folder / "imported"
+    for path in (folder / "clip.safetensors", folder / "resnet.pth"):
+        models.import_file(target, path)
+    return target
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_naive(folder: Path, models_dir: Path) -> tuple[float, float]:
+    """One image at a time, full-size decode, batch of one, histogram on the full image."""
+    import numpy as np
+    from PIL import Image
+
+    from engine import models
+
+    extractors, _ = models.load_extractors(models_dir, batch_size=1)
+    warm = Image.new("RGB", (64, 64), "white")
+    for name in ("clip", "resnet"):
+        extractors[name].embed([warm])
+    started = time.perf_counter()
+    for path in sorted(folder.iterdir()):
+        image = Image.open(path)
+        image.load()
+        rgba = image.convert("RGBA")
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+        for name in ("clip", "resnet"):
+            extractors[name].embed([flat])
+        extractors["hsv"].embed([flat])
+        np.asarray(flat)
+    return time.perf_counter() - started, peak_mb()
+
+
+def run_pipeline(folder: Path, cache: Path, models_dir: Path, batch_size: int) -> tuple[float, float]:
+    from engine.config import Config
+    from engine.core import Engine
+
+    engine = Engine(Config(images=folder, cache=cache, models=models_dir, batch_size=batch_size))
+    from PIL import Image
+
+    warm = Image.new("RGB", (64, 64), "white")
+    for name in ("clip", "resnet"):
+        engine.extractors[name].embed([warm])
+    started = time.perf_counter()
+    engine.reindex()
+    return time.perf_counter() - started, peak_mb()
+
+
+def run_networks(models_dir: Path, batch_size: int) -> tuple[float, float]:
+    """Both networks on ready 224 px batches: the ceiling any pipeline can reach."""
+    from PIL import Image
+
+    from engine import models
+
+    extractors, _ = models.load_extractors(models_dir, batch_size=batch_size)
+    images = [Image.new("RGB", (224, 224), (i, 100, 200)) for i in range(batch_size)]
+    for name in ("clip", "resnet"):
+        extractors[name].embed(images[:2])
+    started = time.perf_counter()
+    rounds = 3
+    for _ in range(rounds):
+        for name in ("clip", "resnet"):
+            extractors[name].embed(images)
+    return rounds * batch_size / (time.perf_counter() - started), peak_mb()
+
+
+if __name__ == "__main__":
+    main()
