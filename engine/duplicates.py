@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 
 from engine.snapshot import Snapshot
@@ -17,6 +18,8 @@ from engine.verdict import DUPLICATE, EXACT, verdict, verified
 from engine.verify import NONE, Points, verify_all
 
 NEIGHBOURS = 10
+# Libraries up to this size get exact neighbours; larger ones an IVF index (approximate).
+EXACT_UP_TO = 20_000
 # Pairs below this fused score are not even verified.
 CANDIDATE_SCORE = 0.5
 
@@ -79,7 +82,7 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
     data = snapshot.data
     fused = np.empty((snapshot.size, snapshot.index.d), dtype=np.float32)
     snapshot.index.reconstruct_n(0, snapshot.size, fused)
-    scores, rows = snapshot.index.search(fused, k)
+    scores, rows = _neighbour_index(fused).search(fused, k)
     stored = data.vectors.get("orb")
     seen: set[tuple[int, int]] = set()
     confirmed = []
@@ -104,6 +107,21 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
                 pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers)
                 confirmed.append((key[0], key[1], pair))
     return confirmed
+
+
+def _neighbour_index(fused: np.ndarray) -> faiss.Index:
+    """Exact search for small libraries; an inverted-file index beyond, where n x n costs hours."""
+    n, dim = fused.shape
+    if n <= EXACT_UP_TO:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        lists = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = fused[np.random.default_rng(0).permutation(n)[: 40 * lists]]
+        index.train(sample)
+        index.nprobe = 16
+    index.add(fused)
+    return index
 
 
 def suggest_keeper(entries: list[Entry]) -> str:

@@ -18,22 +18,32 @@ VERDICT_ORDER = {EXACT: 0, DUPLICATE: 1, SIMILAR: 2}
 # when local features were compared, most of the picture verified.
 EXACT_COSINE = 0.985
 EXACT_INLIERS = 60
+NETWORK_FEATURES = {"clip", "resnet"}
 # An edited copy: this many geometrically consistent local matches, making up
 # at least this share of the correspondences found (chance agreements among
 # repeated corners are a small share of many) ...
-DUPLICATE_INLIERS = 20
+DUPLICATE_INLIERS = 25
 MIN_AGREEMENT = 0.3
 # ... or a fused score this high without them (recolours, heavy blur).
 DUPLICATE_SCORE = 0.90
 
 
 def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False) -> str:
-    present = list(scores.values())
+    """Verdict from per-feature cosines, the fused score and the geometric check.
+
+    Colour alone never makes a copy: unrelated line art shares a palette.  A
+    score-based verdict needs a network feature; otherwise only identical
+    bytes or a geometric verification count.
+    """
     if same_bytes:
         return EXACT
-    if present and min(present) >= EXACT_COSINE and (check.inliers == 0 or check.inliers >= EXACT_INLIERS):
+    close = bool(scores) and min(scores.values()) >= EXACT_COSINE
+    networks = bool(NETWORK_FEATURES & set(scores))
+    if close and verified(check) and check.inliers >= EXACT_INLIERS:
         return EXACT
-    if verified(check) or score >= DUPLICATE_SCORE:
+    if close and networks and check.matches == 0:
+        return EXACT  # no local features to consult: the networks agree
+    if verified(check) or (networks and score >= DUPLICATE_SCORE):
         return DUPLICATE
     return SIMILAR
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 MAX_POINTS = 400
 DESCRIPTOR_BYTES = 32
-VERSION = f"orb-{MAX_POINTS}-fast5-v1"
+VERSION = f"orb-{MAX_POINTS}-fast5-min384-v2"
 ROW_BYTES = MAX_POINTS * DESCRIPTOR_BYTES + MAX_POINTS * 4 + 2
 
 
@@ -26,14 +26,22 @@ def detect(gray: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, 
     """Keypoint coordinates (N x 2 float32) and ORB descriptors (N x 32 uint8)."""
     # A low FAST threshold: flat-colour clip art has few strong corners.
     orb = cv2.ORB_create(nfeatures=max_points, fastThreshold=5, edgeThreshold=15, patchSize=15)
+    scale = max(1.0, MIN_SIDE / max(gray.shape))
+    if scale > 1:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     points, descriptors = orb.detectAndCompute(gray, None)
     if descriptors is None or not points:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-    xy = np.array([p.pt for p in points], dtype=np.float32)
+    xy = np.array([p.pt for p in points], dtype=np.float32) / scale
     return xy[:max_points], descriptors[:max_points]
 
 
+# Small designs are enlarged to this side before detection: ORB's patches need room.
+MIN_SIDE = 384
+
+
 def gray_of(image: Image.Image) -> np.ndarray:
+    """Grey analysis picture; keypoints stay in its pixel coordinates (see `detect`)."""
     return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)
 
 
