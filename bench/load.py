@@ -89,7 +89,8 @@ def main() -> None:
     for kind, values in timings.items():
         if values:
             ms = 1000 * np.array(values)
-            print(f"  {kind:6s} n={len(ms):5d}  p50 {np.percentile(ms, 50):7.1f} ms  p99 {np.percentile(ms, 99):7.1f} ms")
+            print(f"  {kind:6s} n={len(ms):5d}  p50 {np.percentile(ms, 50):7.1f} ms  p95 {np.percentile(ms, 95):7.1f} ms  "
+                  f"p99 {np.percentile(ms, 99):7.1f} ms")
     for line in errors[:5]:
         print("  error:", line)
 
