@@ -32,7 +32,7 @@ from bench.edits import EDITS, apply, flatten  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.search import search  # noqa: E402
-from engine.verdict import DUPLICATE, EXACT  # noqa: E402
+from engine.verdict import DUPLICATE, EXACT, verified  # noqa: E402
 from engine.verify import Points, verify_all  # noqa: E402
 from features import FEATURE_NAMES  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
     corpus, queries, negatives = build(args, work)
     engine = Engine(Config(images=work / "corpus", cache=work / "cache", threads=2))
     report = engine.reindex()
-    queries, negatives, excluded = settle_truth(engine, queries, negatives, args.negatives)
+    queries, negatives, unfiltered, excluded = settle_truth(engine, queries, negatives, args.negatives)
     print(f"{excluded} negative candidates set aside: their unedited design is already in the corpus "
           f"under another name (a verified copy: mirrored twin, recoloured variant, derived work)")
     mode = "with weights" if {"clip", "resnet"} & set(engine.snapshot.features) else "without weights"
@@ -55,6 +55,8 @@ def main() -> None:
           f"{len(queries)} copy queries, {len(negatives)} negative queries; features {engine.snapshot.features} ({mode})")
     ours = evaluate_engine(engine, queries, negatives)
     print_row("lookalike", ours)
+    raw = evaluate_engine(engine, [], unfiltered)
+    print(f"    false alarms on the first {len(unfiltered)} negative candidates, none set aside: {raw['false_alarm']:.3f}")
     print(f"verification: {ours['verify_ms']:.1f} ms per query on top of {ours['rank_ms']:.1f} ms ranking")
     if not args.no_peer:
         for flatten_first in (False, True):
@@ -126,20 +128,23 @@ def build(args, work: Path):
 def settle_truth(engine: Engine, queries, negatives, wanted: int):
     """Openclipart holds many designs more than once (mirrored pairs, variants, derived works).
 
-    A corpus design that shares a strongly verified region with a query's
-    *unedited* source is that design too: for a copy query it is also a correct
-    answer; a negative whose source has one is not a negative and is set aside.
+    A corpus design that the verifier already calls a copy of a query's
+    *unedited* source (a B/W version, a mirrored twin, a numbered variant) is
+    that design too: for a copy query it is also a correct answer; a negative
+    whose unedited source has one is set aside, so the false-alarm rate
+    measures what the edits cause.  This uses Lookalike's own verifier, so the
+    false-alarm rate on all candidates, before setting aside, is printed too.
     """
     def copies_of(source: str) -> set[str]:
         image = flatten(Image.open(source))
         checks = verify_all(Points.of_image(image), engine.snapshot.local)
         entries = engine.snapshot.data.entries
-        return {entries[row].path for row, c in checks.items() if c.inliers >= SOURCE_COPY_INLIERS}
+        return {entries[row].path for row, c in checks.items() if verified(c)}
 
     for query in queries:
         query["twins"] = sorted(set(query["twins"]) | copies_of(query["source"]))
     clean = [n for n in negatives if not copies_of(n["source"])]
-    return queries, clean[:wanted], len(negatives) - len(clean)
+    return queries, clean[:wanted], negatives[:wanted], len(negatives) - len(clean)
 
 
 def signature(path: Path) -> np.ndarray:

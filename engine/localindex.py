@@ -17,7 +17,7 @@ import numpy as np
 
 from features.orb import DESCRIPTOR_BYTES, unpack
 
-NEIGHBOURS = 4
+NEIGHBOURS = 8
 MAX_HAMMING = 56  # of 256 bits: beyond this two ORB descriptors are unrelated
 TRAIN_SAMPLE = 100_000
 
