@@ -28,6 +28,8 @@ class Config:
     batch_size: int = 32
     # Save the index every this many newly extracted images, so a crash loses little.
     checkpoint_every: int = 256
+    # Index the separate designs inside sheets and collages as regions too.
+    regions: bool = True
     secure_cookies: bool = False
     # Weights folder; defaults to <cache>/models.  Several collections can share one.
     models: Path | None = None
@@ -82,6 +84,8 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
             values[name.lower()] = convert(get(name))
     if get("WEIGHTS"):
         values["weights"] = parse_weights(get("WEIGHTS"))
+    if get("REGIONS"):
+        values["regions"] = get("REGIONS").lower() not in ("0", "false", "no")
     if get("SECURE_COOKIES"):
         values["secure_cookies"] = get("SECURE_COOKIES").lower() in ("1", "true", "yes")
     return Config(**values)

@@ -24,7 +24,8 @@ from engine.config import Config
 from engine.decode import UnreadableImage, decode
 from engine.parallel import ordered_map
 from engine.scan import FileInfo, scan
-from engine.store import Entry, IndexData
+from engine import regions
+from engine.store import Entry, IndexData, Regions
 from engine.thumbs import write_thumb
 from features.base import Extractor
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Extractors cheap enough to run inside the decode workers, in parallel.
 WORKER_FEATURES = {"hsv", "orb"}
+# Features that make up the fused vector; regions are embedded with these.
+FUSED = {"clip", "resnet", "hsv"}
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -60,6 +63,9 @@ class Prepared:
     entry: Entry | None = None
     image: Image.Image | None = None
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    region_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    region_images: list[Image.Image] = field(default_factory=list)
+    region_rows: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -122,6 +128,8 @@ class Indexer:
             prepared.image = decoded.image
             for name in needs & WORKER_FEATURES:
                 prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
+            prepared.region_boxes = regions.propose(decoded.image) if self.config.regions else []
+            prepared.region_images = regions.crops(decoded.image, prepared.region_boxes)
         except UnreadableImage as exc:
             prepared.error = str(exc)
         except OSError as exc:
@@ -148,11 +156,25 @@ class Indexer:
             wanting = [p for p in good if name in p.needs]
             for p, row in zip(wanting, self.extractors[name].embed([p.image for p in wanting])):
                 p.rows[name] = row
+        self._embed_regions(good)
         for p in good:
             state.record(p)
             p.image = None
+            p.region_images = []
         report.indexed += len(good)
         return len(batch)
+
+    def _embed_regions(self, batch: list[Prepared]) -> None:
+        """Every fused feature for every region of the batch (a parent's regions are redone together)."""
+        crops = [im for p in batch for im in p.region_images]
+        if not crops:
+            return
+        for name in FUSED & self.extractors.keys():
+            rows = self.extractors[name].embed(crops)
+            start = 0
+            for p in batch:
+                p.region_rows[name] = rows[start : start + len(p.region_images)]
+                start += len(p.region_images)
 
     def _checkpoint(self, state: "_RunState") -> None:
         if state.fresh_since_checkpoint:
@@ -178,6 +200,7 @@ class _RunState:
         self.old_row = {e.path: i for i, e in enumerate(previous.entries)}
         self.fresh: dict[str, tuple[Entry, dict[str, np.ndarray]]] = {}
         self.skipped: dict[str, dict] = {}
+        self.fresh_regions: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         self.fresh_since_checkpoint = 0
 
     def valid(self, name: str, row: int) -> bool:
@@ -204,6 +227,8 @@ class _RunState:
 
     def record(self, prepared: Prepared) -> None:
         self.fresh[prepared.file.path] = (prepared.entry, prepared.rows)
+        boxes = np.array(prepared.region_boxes, dtype=np.float32).reshape(-1, 4)
+        self.fresh_regions[prepared.entry.sha256] = (boxes, prepared.region_rows)
         self.fresh_since_checkpoint += 1
 
     def assemble(self, complete: bool) -> IndexData:
@@ -232,7 +257,37 @@ class _RunState:
                     block[i], has[i] = prev.vectors[name][row], True
             data.vectors[name], data.present[name] = block, has
             data.fingerprints[name] = self.fingerprints.get(name, prev.fingerprints.get(name, ""))
+        data.regions = self._assemble_regions(entries)
         return data
+
+    def _assemble_regions(self, entries: list[Entry]) -> Regions:
+        """Fresh regions of re-extracted images, old regions of the others (matched by content hash)."""
+        old = self.previous.regions
+        old_by_parent: dict[str, list[int]] = {}
+        for i, parent in enumerate(old.parents):
+            old_by_parent.setdefault(parent, []).append(i)
+        names = sorted(FUSED & (set(self.fingerprints) | set(old.vectors)))
+        parents, boxes, blocks = [], [], {n: [] for n in names}
+        for sha in dict.fromkeys(e.sha256 for e in entries):
+            if sha in self.fresh_regions:
+                fresh_boxes, rows = self.fresh_regions[sha]
+                parents += [sha] * len(fresh_boxes)
+                boxes.append(fresh_boxes)
+                for n in names:
+                    dim = self.shapes[n][0]
+                    blocks[n].append(rows.get(n, np.zeros((len(fresh_boxes), dim), np.float32)))
+            elif sha in old_by_parent:
+                picks = old_by_parent[sha]
+                parents += [sha] * len(picks)
+                boxes.append(old.boxes[picks])
+                for n in names:
+                    dim = self.shapes[n][0]
+                    blocks[n].append(old.vectors[n][picks] if n in old.vectors else np.zeros((len(picks), dim), np.float32))
+        return Regions(
+            parents=parents,
+            boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
+            vectors={n: (np.concatenate(b) if b else np.zeros((0, self.shapes[n][0]), np.float32)) for n, b in blocks.items()},
+        )
 
     def _still_valid(self, name: str, row: int) -> bool:
         # A feature that is switched off today keeps its old rows for when it returns.

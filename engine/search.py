@@ -66,12 +66,33 @@ def search(
         strong = sorted((r for r, c in checks.items() if verified(c)),
                           key=lambda r: -checks[r].inliers)[:LOCAL_CANDIDATES]
         rows += [r for r in strong if r not in set(rows)]
-    results = _score(snapshot, query, shares, np.array(rows), checks, all_features, query_sha256)
+    regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
+    rows += [r for r in regions if r not in set(rows)]
+    results = _score(snapshot, query, shares, np.array(rows), checks, all_features, query_sha256, regions)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
 
 
-def _fused_candidates(snapshot: Snapshot, query, shares, k: int) -> Iterable[int]:
+def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:
+    """Best region per parent row: (fused score, per-feature cosines, box in analysis pixels)."""
+    if snapshot.region_index is None:
+        return {}
+    vector = _query_vector(snapshot, query, shares)
+    _, hits = snapshot.region_index.search(vector, min(k, snapshot.region_index.ntotal))
+    regions = snapshot.data.regions
+    best: dict[int, tuple[float, dict, tuple]] = {}
+    for region in hits[0]:
+        parent = int(snapshot.region_parent[region]) if region >= 0 else -1
+        if parent < 0:
+            continue
+        cos = {n: float(regions.vectors[n][region] @ query[n].ravel()) for n in shares}
+        score = sum(shares[n] * cos[n] for n in shares)
+        if parent not in best or score > best[parent][0]:
+            best[parent] = (score, cos, tuple(regions.boxes[region]))
+    return best
+
+
+def _query_vector(snapshot: Snapshot, query, shares) -> np.ndarray:
     blocks = {n: query[n] if n in shares else np.zeros(snapshot.data.vectors[n].shape[1], np.float32)
               for n in snapshot.features}
     vector = fuse_query(
@@ -79,11 +100,16 @@ def _fused_candidates(snapshot: Snapshot, query, shares, k: int) -> Iterable[int
         {n: shares.get(n, 0.0) for n in snapshot.features},
         snapshot.weights,
     )
-    _, rows = snapshot.index.search(vector.reshape(1, -1), min(snapshot.size, max(k, 50)))
+    return vector.reshape(1, -1)
+
+
+def _fused_candidates(snapshot: Snapshot, query, shares, k: int) -> Iterable[int]:
+    _, rows = snapshot.index.search(_query_vector(snapshot, query, shares), min(snapshot.size, max(k, 50)))
     return (int(r) for r in rows[0] if r >= 0)
 
 
-def _score(snapshot, query, shares, rows, checks, all_features, query_sha256) -> list[SearchResult]:
+def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, regions) -> list[SearchResult]:
+    """One result per image: its whole-picture score, or its best region's when that is higher."""
     per_feature = cosines(snapshot, {n: query[n] for n in shares}, rows)
     fused = sum(shares[n] * per_feature[n] for n in shares)
     results = []
@@ -93,6 +119,13 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256) ->
         score = float(fused[j])
         size = (entry.width, entry.height)
         check = checks.get(int(row), NONE).scaled(analysis_scale(*size), size)
+        region = regions.get(int(row))
+        if region is not None and region[0] > score:
+            score = region[0]
+            scores = {n: (region[1][n] if n in region[1] else None) for n in all_features}
+            if check.box is None:  # the matched region is the box unless verification found one
+                check = Verification(check.inliers, region[2], check.mirrored, check.matches).scaled(
+                    analysis_scale(*size), size)
         active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores,

@@ -24,6 +24,8 @@ class Snapshot:
     weights: Mapping[str, float]  # the weights the fused rows were built with
     index: faiss.Index
     local: LocalIndex | None = None  # ORB descriptors of every image, for verification
+    region_index: faiss.Index | None = None  # fused vectors of the regions inside images
+    region_parent: np.ndarray | None = None  # row of the image each region belongs to
 
     @property
     def size(self) -> int:
@@ -46,7 +48,22 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     if features and len(data):
         index.add(fuse({n: data.vectors[n] for n in features}, used))
     local = LocalIndex.build(data.vectors["orb"], data.present["orb"]) if "orb" in data.vectors else None
-    return Snapshot(data=data, features=features, weights=used, index=index, local=local)
+    region_index, region_parent = _region_index(data, features, used, max(dim, 1))
+    return Snapshot(data=data, features=features, weights=used, index=index, local=local,
+                    region_index=region_index, region_parent=region_parent)
+
+
+def _region_index(data: IndexData, features, weights, dim: int):
+    regions = data.regions
+    if not len(regions) or not features or any(n not in regions.vectors for n in features):
+        return None, None
+    row_of_sha: dict[str, int] = {}
+    for i, entry in enumerate(data.entries):
+        row_of_sha.setdefault(entry.sha256, i)
+    parent = np.array([row_of_sha.get(sha, -1) for sha in regions.parents], dtype=np.int64)
+    index = faiss.IndexFlatIP(dim)
+    index.add(fuse({n: regions.vectors[n] for n in features}, weights))
+    return index, parent
 
 
 def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

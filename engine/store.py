@@ -41,6 +41,18 @@ class Entry:
 
 
 @dataclass
+class Regions:
+    """Separate designs inside indexed images, each embedded like a whole image."""
+
+    parents: list[str] = field(default_factory=list)  # sha256 of the image each region is in
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # analysis pixels
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.parents)
+
+
+@dataclass
 class IndexData:
     """Everything the index knows.  Row i of every vector block belongs to entries[i]."""
 
@@ -51,6 +63,7 @@ class IndexData:
     skipped: dict[str, dict] = field(default_factory=dict)
     indexed_at: float | None = None
     complete: bool = True
+    regions: Regions = field(default_factory=Regions)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -64,6 +77,9 @@ class IndexData:
                 raise CorruptIndex(f"presence mask for {name!r} is missing or the wrong size")
             if block.dtype == np.float32 and not np.isfinite(block).all():
                 raise CorruptIndex(f"vector block {name!r} holds non-finite values")
+        m = len(self.regions)
+        if self.regions.boxes.shape != (m, 4) or any(v.shape[0] != m for v in self.regions.vectors.values()):
+            raise CorruptIndex("region blocks do not match the region list")
 
 
 def save(data: IndexData, path: Path) -> None:
@@ -76,11 +92,15 @@ def save(data: IndexData, path: Path) -> None:
         "skipped": data.skipped,
         "indexed_at": data.indexed_at,
         "complete": data.complete,
+        "region_parents": data.regions.parents,
     }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for name, block in data.vectors.items():
         arrays[f"vec_{name}"] = block
         arrays[f"has_{name}"] = data.present[name]
+    arrays["reg_box"] = data.regions.boxes.astype(np.float32)
+    for name, block in data.regions.vectors.items():
+        arrays[f"reg_vec_{name}"] = block
     arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -105,12 +125,17 @@ def load(path: Path) -> IndexData:
             raise CorruptIndex(f"schema {meta.get('schema')} is not {SCHEMA_VERSION}")
         data = IndexData(
             entries=[Entry(**e) for e in meta["entries"]],
-            vectors={k[4:]: v for k, v in arrays.items() if k.startswith("vec_")},
+            vectors={k[4:]: v for k, v in arrays.items() if k.startswith("vec_") and not k.startswith("reg_")},
             present={k[4:]: v.astype(bool) for k, v in arrays.items() if k.startswith("has_")},
             fingerprints=dict(meta["fingerprints"]),
             skipped=dict(meta.get("skipped", {})),
             indexed_at=meta.get("indexed_at"),
             complete=bool(meta.get("complete", True)),
+            regions=Regions(
+                parents=list(meta.get("region_parents", [])),
+                boxes=arrays.get("reg_box", np.zeros((0, 4), np.float32)),
+                vectors={k[8:]: v for k, v in arrays.items() if k.startswith("reg_vec_")},
+            ),
         )
     except CorruptIndex:
         raise

@@ -50,6 +50,8 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
 
 def verified(check: Verification) -> bool:
     """Whether the geometric check alone makes the pair an edited copy."""
+    if check.inliers >= EXACT_INLIERS:  # this many agreeing points are never chance
+        return True
     return check.inliers >= DUPLICATE_INLIERS and check.inliers >= MIN_AGREEMENT * check.matches
 
 

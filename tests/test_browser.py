@@ -118,5 +118,6 @@ def test_bad_upload_shows_the_servers_message(page, server):
     from playwright.sync_api import expect
 
     log_in(page, server, PASSWORD)
+    expect(page.locator("#drop")).to_be_visible()  # the search page has loaded
     drop(page, "#drop", b"this is not an image", "notes.png", "image/png")
     expect(page.locator("#message")).to_contain_text("not a usable image")

@@ -11,7 +11,9 @@ from fakes import CountingExtractor
 
 
 def engine_for(cfg, **fake):
+    """An engine counting network calls; regions off so each call is one whole image."""
     network = CountingExtractor(**fake)
+    cfg = cfg.with_overrides(regions=False)
     return Engine(cfg, extractors={"resnet": network, "hsv": HsvHistogram()}), network
 
 
@@ -67,7 +69,7 @@ def test_changed_fingerprint_recomputes_only_that_feature(cfg, collection):
 
 
 def test_feature_that_appears_later_is_the_only_one_extracted(cfg, collection):
-    colour_only = Engine(cfg, extractors={"hsv": HsvHistogram()})
+    colour_only = Engine(cfg.with_overrides(regions=False), extractors={"hsv": HsvHistogram()})
     colour_only.reindex()
     assert colour_only.snapshot.features == ("hsv",)
     engine, network = engine_for(cfg)

@@ -1,0 +1,44 @@
+"""Region proposals: the separate designs on a sheet, collage or multi-item PNG.
+
+The flattened picture's foreground (anything not near-white) is dilated so
+the strokes of one design join, then split into connected components.  An
+image gets regions only when it holds two or more sizeable components; tiny
+fragments are dropped and the count is capped, so regions add at most
+MAX_REGIONS entries to an image and none to a single design.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+MAX_REGIONS = 8
+MIN_AREA = 0.02  # of the picture: smaller components are fragments, not designs
+MIN_SIDE = 24  # pixels of the analysis picture
+VERSION = f"regions-cc-{MAX_REGIONS}-v1"
+
+
+def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) in the picture's pixels, largest first; [] for a single design."""
+    rgb = np.asarray(image)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    foreground = ~((hsv[..., 1] < 20) & (hsv[..., 2] > 235))
+    height, width = foreground.shape
+    if foreground.mean() < 0.01:
+        return []
+    gap = max(3, int(0.03 * max(height, width)))  # strokes of one design are closer than this
+    joined = cv2.dilate(foreground.astype(np.uint8), np.ones((gap, gap), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    boxes = []
+    for x, y, w, h, area in stats[1:count]:
+        if area >= MIN_AREA * height * width and w >= MIN_SIDE and h >= MIN_SIDE:
+            pad = gap // 2  # undo the dilation's growth
+            boxes.append((area, (x + pad, y + pad, min(width, x + w - pad), min(height, y + h - pad))))
+    if len(boxes) < 2:
+        return []
+    boxes.sort(key=lambda item: -item[0])
+    return [box for _, box in boxes[:MAX_REGIONS]]
+
+
+def crops(image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> list[Image.Image]:
+    return [image.crop(box) for box in boxes]

@@ -1,0 +1,51 @@
+"""Regions: a single design finds the sheet it sits on, with its box, one result per sheet."""
+from PIL import Image
+
+from engine.core import Engine
+from engine.regions import MAX_REGIONS, propose
+from features import HsvHistogram
+from conftest import encode, make_design
+from fakes import CountingExtractor
+
+
+def sheet_of(seeds, cell=300):
+    """Designs side by side on a white sheet; returns it and each design's box."""
+    sheet = Image.new("RGB", (cell * 2 + 60, cell * 2 + 60), "white")
+    boxes = {}
+    for i, seed in enumerate(seeds):
+        x, y = 20 + (i % 2) * (cell + 20), 20 + (i // 2) * (cell + 20)
+        design = make_design(seed, size=cell)
+        sheet.paste(design, (x, y), mask=design.getchannel("A"))
+        boxes[seed] = design.getchannel("A").getbbox()
+        boxes[seed] = (x + boxes[seed][0], y + boxes[seed][1], x + boxes[seed][2], y + boxes[seed][3])
+    return sheet, boxes
+
+
+def iou(a, b):
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_proposals_find_separate_designs_and_skip_single_ones():
+    sheet, _ = sheet_of([301, 302, 303, 304])
+    assert 4 <= len(propose(sheet.resize((512, 512)))) <= MAX_REGIONS
+    single = Image.new("RGB", (300, 300), "white")
+    single.paste((200, 30, 30), (50, 50, 250, 250))
+    assert propose(single) == []
+
+
+def test_design_on_a_sheet_is_found_with_its_box(cfg, collection):
+    sheet, boxes = sheet_of([301, 302, 303, 304])
+    sheet.save(cfg.images / "sheet.png")
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
+    engine.reindex()
+    sheet_sha = next(e.sha256 for e in engine.snapshot.data.entries if e.path == "sheet.png")
+    assert 4 <= engine.snapshot.data.regions.parents.count(sheet_sha) <= MAX_REGIONS
+    design = make_design(301, size=300)
+    flat = Image.new("RGB", design.size, "white")
+    flat.paste(design, mask=design.getchannel("A"))
+    results = engine.search_bytes(encode(flat), top_k=5)
+    assert [r.path for r in results].count("sheet.png") == 1  # one result per image
+    top = results[0]
+    assert top.path == "sheet.png" and iou(top.box, boxes[301]) >= 0.5
