@@ -120,12 +120,14 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, re
         size = (entry.width, entry.height)
         check = checks.get(int(row), NONE).scaled(analysis_scale(*size), size)
         region = regions.get(int(row))
-        if region is not None and region[0] > score:
-            score = region[0]
-            scores = {n: (region[1][n] if n in region[1] else None) for n in all_features}
-            if check.box is None:  # the matched region is the box unless verification found one
-                check = Verification(check.inliers, region[2], check.mirrored, check.matches).scaled(
-                    analysis_scale(*size), size)
+        if region is not None:
+            region_box = Verification(0, region[2], False).scaled(analysis_scale(*size), size).box
+            if region[0] > score:
+                score = region[0]
+                scores = {n: (region[1][n] if n in region[1] else None) for n in all_features}
+            # The proposal outlines the whole design; verified points often cover only part of it.
+            if check.box is None or _centre_inside(check.box, region_box):
+                check = replace(check, box=region_box)
         active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores,
@@ -134,3 +136,8 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, re
             inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
         ))
     return results
+
+
+def _centre_inside(inner: tuple, outer: tuple) -> bool:
+    x, y = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    return outer[0] <= x <= outer[2] and outer[1] <= y <= outer[3]
