@@ -80,9 +80,15 @@ def find_groups(snapshot: Snapshot, threshold: float = CANDIDATE_SCORE, neighbou
 def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple[int, int, Pair]]:
     """Pairs of rows confirmed as copies, each pair once."""
     data = snapshot.data
-    fused = np.empty((snapshot.size, snapshot.index.d), dtype=np.float32)
-    snapshot.index.reconstruct_n(0, snapshot.size, fused)
-    scores, rows = _neighbour_index(fused).search(fused, k)
+    # A view of the flat index's own storage: no second copy of every vector.
+    fused = faiss.rev_swig_ptr(snapshot.index.get_xb(), snapshot.size * snapshot.index.d)
+    fused = fused.reshape(snapshot.size, snapshot.index.d)
+    _, rows = _neighbour_index(fused).search(fused, k)
+    # Exact scores for the neighbours found (the large-library index stores 8-bit codes).
+    scores = np.empty(rows.shape, dtype=np.float32)
+    for start in range(0, len(rows), 1024):  # in slices: rows x k x dim at once would be gigabytes
+        block = rows[start:start + 1024]
+        scores[start:start + 1024] = np.einsum("ij,ikj->ik", fused[start:start + 1024], fused[np.maximum(block, 0)])
     stored = data.vectors.get("orb")
     seen: set[tuple[int, int]] = set()
     confirmed = []
@@ -116,7 +122,10 @@ def _neighbour_index(fused: np.ndarray) -> faiss.Index:
         index = faiss.IndexFlatIP(dim)
     else:
         lists = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        # 8-bit scalar codes: a quarter of the memory of the vectors themselves.
+        index = faiss.IndexIVFScalarQuantizer(
+            faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
         sample = fused[np.random.default_rng(0).permutation(n)[: 40 * lists]]
         index.train(sample)
         index.nprobe = 16

@@ -17,6 +17,9 @@ from engine.store import IndexData
 from features.fusion import fuse, normalize_weights
 
 
+ADD_CHUNK = 8192
+
+
 @dataclass(frozen=True)
 class Snapshot:
     data: IndexData
@@ -45,8 +48,8 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     dim = sum(data.vectors[n].shape[1] for n in features)
     index = faiss.IndexFlatIP(max(dim, 1))
     used = normalize_weights(weights, features) if features else {}
-    if features and len(data):
-        index.add(fuse({n: data.vectors[n] for n in features}, used))
+    for start in range(0, len(data) if features else 0, ADD_CHUNK):  # in slices: no full fused copy
+        index.add(fuse({n: data.vectors[n][start:start + ADD_CHUNK] for n in features}, used))
     local = LocalIndex.build(data.vectors["orb"], data.present["orb"]) if "orb" in data.vectors else None
     region_index, region_parent = _region_index(data, features, used, max(dim, 1))
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,

@@ -101,3 +101,39 @@ def test_symlink_leaving_the_collection_is_not_indexed(cfg, collection, tmp_path
     engine, _ = engine_for(cfg)
     engine.reindex()
     assert "link.png" not in {e.path for e in engine.snapshot.data.entries}
+
+
+def test_a_folder_of_awkward_files_indexes_every_valid_one(cfg):
+    """Real-world oddities side by side: each valid file indexed, each broken one reported."""
+    import io
+
+    from PIL import Image
+
+    from conftest import encode
+    from test_decode import _bomb_png
+
+    design = make_design(7)
+    valid = {
+        "cmyk.jpg": encode(design.convert("RGB").convert("CMYK"), "JPEG"),
+        "sixteen.png": encode(Image.frombytes("I;16", (64, 64), bytes(range(256)) * 32)),
+        "palette-transparent.png": encode(design.convert("P"), transparency=0),
+        "ünïcødé designs/ring №1.png": encode(design),
+    }
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    valid["rotated.jpg"] = encode(design.convert("RGB"), "JPEG", exif=exif.tobytes())
+    gif = io.BytesIO()
+    frames = [design.convert("RGB"), make_design(8).convert("RGB")]
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    valid["animated.gif"] = gif.getvalue()
+    broken = {"bomb.png": _bomb_png(30_000, 30_000), "zero.jpg": b"", "cut.jpg": valid["cmyk.jpg"][:500]}
+    for name, data in {**valid, **broken}.items():
+        (cfg.images / name).parent.mkdir(parents=True, exist_ok=True)
+        (cfg.images / name).write_bytes(data)
+    engine, _ = engine_for(cfg.with_overrides(index_max_pixels=100_000_000))
+    report = engine.reindex()
+    assert {e.path for e in engine.snapshot.data.entries} == set(valid)
+    reasons = {s["path"]: s["reason"] for s in report.skipped}
+    assert set(reasons) == set(broken) and "limit" in reasons["bomb.png"]
+    rotated = next(e for e in engine.snapshot.data.entries if e.path == "rotated.jpg")
+    assert (rotated.width, rotated.height) == (design.height, design.width)

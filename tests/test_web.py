@@ -227,3 +227,9 @@ def test_bomb_upload_is_refused_without_decoding(client):
     response = client.post("/search", data={"image": (io.BytesIO(_bomb_png(30_000, 30_000)), "bomb.png")},
                            headers=basic())
     assert response.status_code == 400 and "limit" in response.get_json()["error"]
+
+
+def test_secret_key_is_generated_once_and_private(app, cfg):
+    key_file = cfg.cache / "secret_key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert create_app(cfg, engine=app.extensions["engine"]).config["SECRET_KEY"] == key_file.read_text().strip()
