@@ -18,6 +18,7 @@ from engine import models, store
 from engine.config import Config
 from engine.decode import Decoded, decode
 from engine.indexer import Indexer, IndexReport
+from engine.regions import RegionProposals
 from engine.search import SearchResult, search
 from engine.snapshot import Snapshot, build_snapshot
 from features import FEATURE_NAMES
@@ -68,6 +69,8 @@ class Engine:
             self._warn_missing({})
         else:
             self.extractors, self.missing = dict(extractors), {}
+        if config.regions:
+            self.extractors["regions"] = RegionProposals()
         self._query_lock = threading.Lock()  # one query inference at a time: torch already uses every core
         self._reindex_lock = threading.Lock()
         self._groups_lock = threading.Lock()
@@ -204,6 +207,8 @@ class Engine:
         fresh, missing = models.load_extractors(self.config.models_dir, self.config.batch_size)
         before, self.missing = self.missing, missing
         self._warn_missing(before)
+        if self.config.regions:
+            fresh["regions"] = RegionProposals()
         for name, extractor in fresh.items():
             current = self.extractors.get(name)
             if current is None or current.fingerprint() != extractor.fingerprint():

@@ -32,7 +32,7 @@ from features.base import Extractor
 log = logging.getLogger(__name__)
 
 # Extractors cheap enough to run inside the decode workers, in parallel.
-WORKER_FEATURES = {"hsv", "orb"}
+WORKER_FEATURES = {"hsv", "orb", "regions"}
 # Features that make up the fused vector; regions are embedded with these.
 FUSED = {"clip", "resnet", "hsv"}
 ProgressFn = Callable[[int, int, str], None]
@@ -128,7 +128,8 @@ class Indexer:
             prepared.image = decoded.image
             for name in needs & WORKER_FEATURES:
                 prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
-            prepared.region_boxes = regions.propose(decoded.image) if self.config.regions else []
+            # Whenever an image is decoded its regions are redone, so they carry every current feature.
+            prepared.region_boxes = regions.propose(decoded.image) if "regions" in self.extractors else []
             prepared.region_images = regions.crops(decoded.image, prepared.region_boxes)
         except UnreadableImage as exc:
             prepared.error = str(exc)

@@ -42,3 +42,21 @@ def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
 
 def crops(image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> list[Image.Image]:
     return [image.crop(box) for box in boxes]
+
+
+class RegionProposals:
+    """A pseudo-feature with no columns: its fingerprint decides when proposals are redone.
+
+    Listed among the extractors, it makes an indexing pass decode every image
+    whose regions were made by another version (or never made), while the
+    image's own features stay as they are.
+    """
+
+    name = "regions"
+    dim = 0
+
+    def fingerprint(self) -> str:
+        return VERSION
+
+    def embed(self, images) -> np.ndarray:
+        return np.zeros((len(images), 0), dtype=np.float32)
