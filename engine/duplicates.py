@@ -20,6 +20,9 @@ from engine.verify import NONE, Points, verify_all
 NEIGHBOURS = 10
 # Libraries up to this size get exact neighbours; larger ones an IVF index (approximate).
 EXACT_UP_TO = 20_000
+# Points per image asked of the local index in the library-wide pass (a search uses all):
+# ORB keeps the strongest first, and a copy shares far more than this many.
+LIBRARY_POINTS = 150
 # Pairs below this fused score are not even verified.
 CANDIDATE_SCORE = 0.5
 
@@ -97,7 +100,7 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
         checks = {}
         if snapshot.local is not None and data.present["orb"][i]:
             # Local features also find copies whose colours or framing changed.
-            checks = verify_all(Points.of_row(stored[i]), snapshot.local, exclude=i)
+            checks = verify_all(Points.of_row(stored[i], LIBRARY_POINTS), snapshot.local, exclude=i)
             for j, check in checks.items():
                 if verified(check) and j not in candidates:
                     candidates[j] = float(fused[i] @ fused[j])

@@ -19,7 +19,8 @@ from features.orb import DESCRIPTOR_BYTES, unpack
 
 NEIGHBOURS = 8
 MAX_HAMMING = 56  # of 256 bits: beyond this two ORB descriptors are unrelated
-TRAIN_SAMPLE = 100_000
+# k-means on 30 codes per list is plenty for coarse buckets, and keeps start-up short.
+TRAIN_PER_LIST = 30
 
 
 @dataclass
@@ -41,12 +42,12 @@ class LocalIndex:
             return None
         codes = np.ascontiguousarray(np.concatenate(descriptors))
         bits = DESCRIPTOR_BYTES * 8
-        lists = int(min(4096, max(1, np.sqrt(len(codes)))))
+        lists = int(min(1024, max(1, np.sqrt(len(codes)))))
         if len(codes) < 50_000:
             index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
         else:
             index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
-            sample = codes[np.random.default_rng(0).permutation(len(codes))[:TRAIN_SAMPLE]]
+            sample = codes[np.random.default_rng(0).permutation(len(codes))[: TRAIN_PER_LIST * lists]]
             index.train(sample)
             index.nprobe = 12
         index.add(codes)

@@ -58,9 +58,10 @@ class Points:
         return cls(views=((False, *plain), (True, *mirrored)))
 
     @classmethod
-    def of_row(cls, row: np.ndarray) -> "Points":
+    def of_row(cls, row: np.ndarray, limit: int | None = None) -> "Points":
         """An indexed image, from its stored row (no mirror: only the picture was stored)."""
-        return cls(views=((False, *unpack(row)),))
+        xy, descriptors = unpack(row)
+        return cls(views=((False, xy[:limit], descriptors[:limit]),))
 
 
 def verify_all(points: Points, local: LocalIndex, exclude: int | None = None) -> dict[int, Verification]:

@@ -18,7 +18,7 @@ from PIL import Image
 
 MAX_POINTS = 400
 DESCRIPTOR_BYTES = 32
-VERSION = f"orb-{MAX_POINTS}-fast5-min384-v2"
+VERSION = f"orb-{MAX_POINTS}-fast5-min384-sorted-v3"
 ROW_BYTES = MAX_POINTS * DESCRIPTOR_BYTES + MAX_POINTS * 4 + 2
 
 
@@ -32,8 +32,10 @@ def detect(gray: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, 
     points, descriptors = orb.detectAndCompute(gray, None)
     if descriptors is None or not points:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-    xy = np.array([p.pt for p in points], dtype=np.float32) / scale
-    return xy[:max_points], descriptors[:max_points]
+    # Strongest first, so a caller that needs fewer points can take a prefix.
+    order = np.argsort([-p.response for p in points], kind="stable")[:max_points]
+    xy = np.array([points[i].pt for i in order], dtype=np.float32) / scale
+    return xy, descriptors[order]
 
 
 # Small designs are enlarged to this side before detection: ORB's patches need room.
