@@ -74,10 +74,11 @@ class Engine:
         self._query_lock = threading.Lock()  # one query inference at a time: torch already uses every core
         self._reindex_lock = threading.Lock()
         self._groups_lock = threading.Lock()
-        self._groups_key: tuple | None = None
-        self._groups: list = []
+        self._pairs_key: Snapshot | None = None  # the snapshot the cached pairs belong to
+        self._pairs: list = []
         self.progress = ReindexProgress()
         self.progress_listener: Callable[[int, int, str], None] | None = None
+        self.serving = False  # set by the web app: it keeps the duplicate report warm
         self._snapshot = self._make_snapshot(store.load_or_empty(config.index_file))
 
     # -- reading -----------------------------------------------------------
@@ -140,16 +141,31 @@ class Engine:
             return {n: self.extractors[n].embed([image])[0] for n in names if n in self.extractors}
 
     def duplicates(self, threshold: float | None = None) -> list:
-        """Every duplicate group in the current index (cached per snapshot and threshold)."""
-        from engine.duplicates import CANDIDATE_SCORE, find_groups
+        """Every duplicate group in the current index.
 
+        The slow part (neighbours and verification) runs once per snapshot from a
+        low floor and is cached; a threshold is then only a filter.
+        """
+        from engine.duplicates import CANDIDATE_SCORE, FLOOR_SCORE, find_groups, group_pairs
+
+        threshold = CANDIDATE_SCORE if threshold is None else threshold
         snap = self._snapshot
-        key = (id(snap), CANDIDATE_SCORE if threshold is None else threshold)
+        if threshold < FLOOR_SCORE:
+            return find_groups(snap, threshold)
+        return group_pairs(snap, self._pairs_for(snap), threshold)
+
+    def warm_duplicates(self) -> None:
+        """Compute the duplicate report in the background, so the page opens at once."""
+        threading.Thread(target=self._pairs_for, args=(self._snapshot,), name="duplicates", daemon=True).start()
+
+    def _pairs_for(self, snap: Snapshot) -> list:
+        from engine.duplicates import FLOOR_SCORE, find_pairs
+
         with self._groups_lock:
-            if self._groups_key != key:
-                self._groups = find_groups(snap, key[1])
-                self._groups_key = key
-            return self._groups
+            if self._pairs_key is not snap:
+                self._pairs = find_pairs(snap, FLOOR_SCORE)
+                self._pairs_key = snap
+            return self._pairs
 
     # -- indexing ----------------------------------------------------------
     def reindex(self) -> IndexReport:
@@ -188,6 +204,8 @@ class Engine:
         # No model lock here: inference is thread-safe, and searches must keep answering.
         data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
         self._snapshot = self._make_snapshot(data)
+        if self.serving:
+            self.warm_duplicates()
         self.progress.report = report.as_dict()
         self.progress.running = False
         self.progress.finished_at = time.time()

@@ -25,6 +25,8 @@ EXACT_UP_TO = 20_000
 LIBRARY_POINTS = 150
 # Pairs below this fused score are not even verified.
 CANDIDATE_SCORE = 0.5
+# The report is computed once from this floor; any threshold above it is then a quick filter.
+FLOOR_SCORE = 0.3
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Pair:
     score: float
     verdict: str
     inliers: int
+    verified: bool = False  # confirmed by local features, whatever the fused score
 
     def as_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "score": round(self.score, 6), "verdict": self.verdict, "inliers": self.inliers}
@@ -51,11 +54,20 @@ class Group:
 
 def find_groups(snapshot: Snapshot, threshold: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS) -> list[Group]:
     """Groups of two or more images that are copies of each other, largest first."""
-    n = snapshot.size
-    if n < 2 or not snapshot.features:
+    return group_pairs(snapshot, find_pairs(snapshot, threshold, neighbours), threshold)
+
+
+def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS) -> list[tuple[int, int, Pair]]:
+    """Every confirmed pair whose neighbours were checked from fused score `floor` up (the slow part)."""
+    if snapshot.size < 2 or not snapshot.features:
         return []
-    pairs = _confirmed_pairs(snapshot, threshold, min(neighbours + 1, n))
-    parent = list(range(n))
+    return _confirmed_pairs(snapshot, floor, min(neighbours + 1, snapshot.size))
+
+
+def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshold: float) -> list[Group]:
+    """Connected components of the pairs that hold at `threshold` (fast: no search, no verification)."""
+    pairs = [p for p in pairs if p[2].verified or p[2].score >= threshold]
+    parent = list(range(snapshot.size))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -113,7 +125,8 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
             cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
             label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
             if label in (EXACT, DUPLICATE):
-                pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers)
+                pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
+                            verified(check))
                 confirmed.append((key[0], key[1], pair))
     return confirmed
 

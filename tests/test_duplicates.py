@@ -51,3 +51,12 @@ def test_duplicates_command_line_json_and_csv(library, cfg):
     assert {"a", "b", "score", "verdict"} <= set(groups[0]["pairs"][0])
     csv = run("duplicates", "--images", cfg.images, "--cache", cfg.cache, "--csv").stdout.splitlines()
     assert csv[0] == "group,path,suggestion" and any("design_03_large.png,keep" in line for line in csv)
+
+
+def test_any_threshold_filters_the_cached_report_exactly(library):
+    from engine.duplicates import find_groups
+
+    for threshold in (0.5, 0.8, 0.95):
+        cached = {frozenset(g.paths) for g in library.duplicates(threshold)}
+        fresh = {frozenset(g.paths) for g in find_groups(library.snapshot, threshold)}
+        assert cached == fresh
