@@ -73,3 +73,43 @@ class LazyModel:
                 if self._model is None:
                     self._model = self._build()
         return self._model
+
+
+class NetworkExtractor:
+    """What the two networks share: lazy loading, batching, fingerprint, unit rows.
+
+    Subclasses name the architecture and normalisation, build the model from
+    the weights file, and say how one batch goes through it.
+    """
+
+    name: str
+    dim: int
+    architecture: str
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __init__(self, weights, digest: str, batch_size: int = 32) -> None:
+        self.weights = weights
+        self.digest = digest
+        self.batch_size = batch_size
+        self._model = LazyModel(self._build)
+
+    def fingerprint(self) -> str:
+        return f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        model = self._model.get()
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = to_batch(images[start : start + self.batch_size], self.mean, self.std)
+                rows.append(self._forward(model, batch).float().numpy())
+        return l2_normalize(np.concatenate(rows))
+
+    def _build(self):
+        raise NotImplementedError
+
+    def _forward(self, model, batch):
+        raise NotImplementedError

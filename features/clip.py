@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
-from features.base import PREPROCESS, LazyModel, l2_normalize, to_batch
+from features.base import NetworkExtractor, l2_normalize
 from features.weights import WeightsSpec
 
 log = logging.getLogger(__name__)
@@ -53,22 +52,14 @@ def _quiet_root_warnings():
         root.setLevel(level)
 
 
-class ClipExtractor:
+class ClipExtractor(NetworkExtractor):
     name = "clip"
     dim = 512
-
-    def __init__(self, weights: Path, digest: str, batch_size: int = 32) -> None:
-        self.weights = weights
-        self.digest = digest
-        self.batch_size = batch_size
-        self._model = LazyModel(self._build)
-
-    def fingerprint(self) -> str:
-        return f"{ARCHITECTURE}:{self.digest[:16]}:{PREPROCESS}"
+    architecture = ARCHITECTURE
+    mean, std = MEAN, STD
 
     def _build(self):
         import open_clip
-        import torch
 
         with _quiet_root_warnings():  # open_clip warns "initialized randomly": we load weights next
             model = open_clip.create_model(ARCHITECTURE, pretrained=None)
@@ -82,16 +73,9 @@ class ClipExtractor:
         model.eval()
         return model, open_clip.get_tokenizer(ARCHITECTURE)
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        import torch
-
-        model, _ = self._model.get()
-        rows = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = to_batch(images[start : start + self.batch_size], MEAN, STD)
-                rows.append(model.encode_image(batch).float().numpy())
-        return l2_normalize(np.concatenate(rows))
+    def _forward(self, model, batch):
+        clip, _ = model
+        return clip.encode_image(batch)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
-from features.base import PREPROCESS, LazyModel, l2_normalize, to_batch
+from features.base import NetworkExtractor
 from features.weights import WeightsSpec
 
 log = logging.getLogger(__name__)
@@ -26,18 +23,11 @@ WEIGHTS = WeightsSpec(
 )
 
 
-class ResnetExtractor:
+class ResnetExtractor(NetworkExtractor):
     name = "resnet"
     dim = 2048
-
-    def __init__(self, weights: Path, digest: str, batch_size: int = 32) -> None:
-        self.weights = weights
-        self.digest = digest
-        self.batch_size = batch_size
-        self._model = LazyModel(self._build)
-
-    def fingerprint(self) -> str:
-        return f"resnet50:{self.digest[:16]}:{PREPROCESS}"
+    architecture = "resnet50"
+    mean, std = MEAN, STD
 
     def _build(self):
         import torch
@@ -51,13 +41,7 @@ class ResnetExtractor:
         model.fc = torch.nn.Identity()  # keep the pooled features, drop the classifier
         return model.eval().to(memory_format=torch.channels_last)
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def _forward(self, model, batch):
         import torch
 
-        model = self._model.get()
-        rows = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = to_batch(images[start : start + self.batch_size], MEAN, STD)
-                rows.append(model(batch.contiguous(memory_format=torch.channels_last)).float().numpy())
-        return l2_normalize(np.concatenate(rows))
+        return model(batch.contiguous(memory_format=torch.channels_last))

@@ -7,7 +7,6 @@ from PIL import Image
 from engine.core import Engine
 from features import HsvHistogram
 from features.orb import OrbFeatures
-from conftest import make_design
 from fakes import CountingExtractor
 
 

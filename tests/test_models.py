@@ -1,6 +1,5 @@
 """Real extractors through the real load path, with random weights in the real formats."""
 import hashlib
-import json
 import logging
 
 import numpy as np

@@ -1,5 +1,4 @@
 """Search: an edited copy of a design finds the original first, with a per-feature breakdown."""
-import io
 
 import pytest
 from PIL import Image

@@ -93,23 +93,22 @@ def health():
 
 @bp.get("/duplicates")
 def duplicates():
-    try:
-        threshold = _threshold(request.args.get("threshold"))
-    except ValueError as exc:
-        return bad_request(str(exc))
-    groups = engine().duplicates(threshold)
-    if request.args.get("format") == "csv":
-        return _csv_download(to_csv(groups))
-    return jsonify(groups=[g.as_dict() for g in groups])
+    return _duplicates(as_csv=request.args.get("format") == "csv")
 
 
 @bp.get("/duplicates.csv")
 def duplicates_csv():
+    return _duplicates(as_csv=True)
+
+
+def _duplicates(as_csv: bool):
     try:
-        threshold = _threshold(request.args.get("threshold"))
+        groups = engine().duplicates(_threshold(request.args.get("threshold")))
     except ValueError as exc:
         return bad_request(str(exc))
-    return _csv_download(to_csv(engine().duplicates(threshold)))
+    if as_csv:
+        return _csv_download(to_csv(groups))
+    return jsonify(groups=[g.as_dict() for g in groups])
 
 
 def _csv_download(text: str):
