@@ -200,6 +200,8 @@ class Engine:
         self._refresh_extractors()
         if not self.progress.running:
             self.progress = ReindexProgress(running=True, started_at=time.time())
+        # From disk, not the snapshot in memory: a run that failed part-way left a
+        # checkpoint with more in it, and this run resumes from there.
         previous = store.load_or_empty(self.config.index_file)
         # No model lock here: inference is thread-safe, and searches must keep answering.
         data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
