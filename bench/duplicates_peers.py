@@ -24,11 +24,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edits import EDITS, apply  # noqa: E402
+from bench.edits import EDITS, apply, designs as openclipart  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.core import Engine  # noqa: E402
 
-BIG_PIXELS = 40_000_000
 
 
 def main() -> None:
@@ -53,9 +52,7 @@ def main() -> None:
 
 
 def build(args, work: Path) -> tuple[Path, dict[str, str]]:
-    designs = sorted(p for p in Path(args.source).rglob("*.png") if _pixels(p) <= BIG_PIXELS)
-    random.Random(5).shuffle(designs)
-    designs = designs[: args.designs]
+    designs = openclipart(args.source, seed=5)[: args.designs]
     folder = work / "library"
     shutil.rmtree(work, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -70,10 +67,6 @@ def build(args, work: Path) -> tuple[Path, dict[str, str]]:
         truth[name] = f"{index:05d}_{designs[index].name}"
     return folder, truth
 
-
-def _pixels(path: Path) -> int:
-    with Image.open(path) as im:
-        return im.width * im.height
 
 
 def score(pairs: set[frozenset[str]], truth: dict[str, str]) -> tuple[float, float]:

@@ -7,11 +7,28 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from engine.decode import decode
+
+
+# Enormous designs only slow a benchmark's setup; they are left out of the samples.
+BIG_PIXELS = 40_000_000
+
+
+def designs(source: str | Path, seed: int) -> list[Path]:
+    """Openclipart's PNG designs under `source`, shuffled by `seed`, enormous ones left out."""
+    found = sorted(p for p in Path(source).rglob("*.png") if _pixels(p) <= BIG_PIXELS)
+    random.Random(seed).shuffle(found)
+    return found
+
+
+def _pixels(path: Path) -> int:
+    with Image.open(path) as im:
+        return im.width * im.height
 
 
 def flatten(image: Image.Image) -> Image.Image:

@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edits import EDITS, apply, flatten  # noqa: E402
+from bench.edits import EDITS, apply, flatten, designs as openclipart  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.search import search  # noqa: E402
@@ -36,7 +36,6 @@ from engine.verdict import DUPLICATE, EXACT, verified  # noqa: E402
 from engine.verify import Points, verify_all  # noqa: E402
 from features import FEATURE_NAMES  # noqa: E402
 
-BIG_PIXELS = 40_000_000
 # Verified points between two unedited designs that make them the same design.
 SOURCE_COPY_INLIERS = 40  # enormous designs are left out of the sample: they only slow the setup
 
@@ -80,8 +79,7 @@ def parse_args():
 
 def build(args, work: Path):
     """Corpus folder plus query files; reused when already built with the same settings."""
-    designs = sorted(p for p in Path(args.source).rglob("*.png") if _pixels(p) <= BIG_PIXELS)
-    random.Random(args.seed).shuffle(designs)
+    designs = openclipart(args.source, args.seed)
     corpus, outside = designs[: args.corpus], designs[args.corpus:]
     stamp = work / "built.json"
     settings = {"version": 3, "corpus": args.corpus, "per_kind": args.per_kind, "negatives": args.negatives, "seed": args.seed}
@@ -168,10 +166,6 @@ def _write(image: Image.Image, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     image.convert("RGB").save(target)
 
-
-def _pixels(path: Path) -> int:
-    with Image.open(path) as im:
-        return im.width * im.height
 
 
 def evaluate_engine(engine: Engine, queries, negatives) -> dict:

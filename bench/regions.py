@@ -24,13 +24,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edits import flatten  # noqa: E402
+from bench.edits import designs as openclipart, flatten  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.decode import decode  # noqa: E402
 from engine.regions import propose  # noqa: E402
 
-BIG_PIXELS = 40_000_000
 CELL = 400
 
 
@@ -43,8 +42,7 @@ def main() -> None:
     parser.add_argument("--work", default="bench/out/regions")
     args = parser.parse_args()
     work = Path(args.work)
-    designs = sorted(p for p in Path(args.source).rglob("*.png") if _pixels(p) <= BIG_PIXELS)
-    random.Random(9).shuffle(designs)
+    designs = openclipart(args.source, seed=9)
     placements = build(work, designs, args)
     queries = random.Random(10).sample(placements, args.queries)
     print(f"{args.sheets} sheets of 4 designs + {args.distractors} single designs; {len(queries)} queries")
@@ -115,10 +113,6 @@ def iou(a, b) -> float:
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union else 0.0
 
-
-def _pixels(path: Path) -> int:
-    with Image.open(path) as im:
-        return im.width * im.height
 
 
 if __name__ == "__main__":
