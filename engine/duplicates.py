@@ -22,7 +22,7 @@ NEIGHBOURS = 10
 EXACT_UP_TO = 20_000
 # Points per image asked of the local index in the library-wide pass (a search uses all):
 # ORB keeps the strongest first, and a copy shares far more than this many.
-LIBRARY_POINTS = 150
+LIBRARY_POINTS = 250
 # Pairs below this fused score are not even verified.
 CANDIDATE_SCORE = 0.5
 # The report is computed once from this floor; any threshold above it is then a quick filter.
@@ -112,7 +112,9 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
         checks = {}
         if snapshot.local is not None and data.present["orb"][i]:
             # Local features also find copies whose colours or framing changed.
-            checks = verify_all(Points.of_row(stored[i], LIBRARY_POINTS), snapshot.local, exclude=i)
+            mirror = data.vectors.get("orb_mirror")
+            mirrored = mirror[i] if mirror is not None and data.present["orb_mirror"][i] else None
+            checks = verify_all(Points.of_row(stored[i], LIBRARY_POINTS, mirrored), snapshot.local, exclude=i)
             for j, check in checks.items():
                 if verified(check) and j not in candidates:
                     candidates[j] = float(fused[i] @ fused[j])

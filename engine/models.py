@@ -11,7 +11,7 @@ from typing import Callable
 
 from features import NETWORKS, HsvHistogram
 from features.base import Extractor
-from features.orb import OrbFeatures
+from features.orb import MirroredOrbFeatures, OrbFeatures
 from features.weights import WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def load_extractors(models_dir: Path, batch_size: int = 32) -> tuple[dict[str, E
         extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size)
     extractors["hsv"] = HsvHistogram()
     extractors["orb"] = OrbFeatures()
+    extractors["orb_mirror"] = MirroredOrbFeatures()
     return extractors, missing
 
 

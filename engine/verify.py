@@ -58,10 +58,12 @@ class Points:
         return cls(views=((False, *plain), (True, *mirrored)))
 
     @classmethod
-    def of_row(cls, row: np.ndarray, limit: int | None = None) -> "Points":
-        """An indexed image, from its stored row (no mirror: only the picture was stored)."""
-        xy, descriptors = unpack(row)
-        return cls(views=((False, xy[:limit], descriptors[:limit]),))
+    def of_row(cls, row: np.ndarray, limit: int | None = None, mirrored_row: np.ndarray | None = None) -> "Points":
+        """An indexed image, from its stored rows (and its mirror image's, when stored)."""
+        views = [(False, *unpack(row))]
+        if mirrored_row is not None:
+            views.append((True, *unpack(mirrored_row)))
+        return cls(views=tuple((m, xy[:limit], d[:limit]) for m, xy, d in views))
 
 
 def verify_all(points: Points, local: LocalIndex, exclude: int | None = None) -> dict[int, Verification]:

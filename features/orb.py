@@ -79,3 +79,13 @@ class OrbFeatures:
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([pack(*detect(gray_of(im))) for im in images])
+
+
+class MirroredOrbFeatures(OrbFeatures):
+    """ORB points of the picture mirrored left-right: lets a stored image act as a query
+    that also finds mirrored copies (the library-wide duplicate pass)."""
+
+    name = "orb_mirror"
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return np.stack([pack(*detect(np.ascontiguousarray(gray_of(im)[:, ::-1]))) for im in images])

@@ -6,7 +6,7 @@ from PIL import Image
 
 from engine.core import Engine
 from features import HsvHistogram
-from features.orb import OrbFeatures
+from features.orb import MirroredOrbFeatures, OrbFeatures
 from fakes import CountingExtractor
 
 
@@ -24,7 +24,10 @@ def library(cfg, collection):
     flat(collection["design_03.png"]).rotate(12, expand=True, fillcolor="white").save(cfg.images / "design_03_rotated.jpg")
     (cfg.images / "copies").mkdir()
     flat(collection["design_07.png"]).crop((30, 30, 300, 300)).save(cfg.images / "copies" / "design_07_crop.png")
-    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram(), "orb": OrbFeatures()})
+    flat(collection["design_05.png"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(cfg.images / "design_05_mirror.png")
+    extractors = {"resnet": CountingExtractor(), "hsv": HsvHistogram(), "orb": OrbFeatures(),
+                  "orb_mirror": MirroredOrbFeatures()}
+    engine = Engine(cfg, extractors=extractors)
     engine.reindex()
     return engine
 
@@ -33,11 +36,12 @@ def test_planted_copies_form_groups_with_a_suggested_keeper(library):
     groups = {frozenset(g.paths): g for g in library.duplicates()}
     three = frozenset({"design_03.png", "design_03_large.png", "design_03_rotated.jpg"})
     two = frozenset({"design_07.png", "copies/design_07_crop.png"})
-    assert three in groups and two in groups
+    mirrored = frozenset({"design_05.png", "design_05_mirror.png"})
+    assert three in groups and two in groups and mirrored in groups
     assert groups[three].keep == "design_03_large.png"  # the largest resolution
     assert all(p.verdict in ("exact", "duplicate") for p in groups[three].pairs)
     grouped = {p for g in groups.values() for p in g.paths}
-    assert not grouped - three - two  # no unrelated design is pulled in
+    assert not grouped - three - two - mirrored  # no unrelated design is pulled in
 
 
 def test_duplicates_command_line_json_and_csv(library, cfg):
