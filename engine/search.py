@@ -59,25 +59,24 @@ def search(
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
     shares = normalize_weights(weights, features)
-    rows = list(_fused_candidates(snapshot, query, shares, top_k * OVERFETCH))
+    vector = _query_vector(snapshot, query, shares)  # once: whole images and regions share it
+    rows = dict.fromkeys(_fused_candidates(snapshot, vector, top_k * OVERFETCH))  # ordered, unique
     checks: dict[int, Verification] = {}
     if image is not None and snapshot.local is not None:
         checks = verify_all(Points.of_image(image), snapshot.local)
-        strong = sorted((r for r, c in checks.items() if verified(c)),
-                          key=lambda r: -checks[r].inliers)[:LOCAL_CANDIDATES]
-        rows += [r for r in strong if r not in set(rows)]
-    regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
-    rows += [r for r in regions if r not in set(rows)]
-    results = _score(snapshot, query, shares, np.array(rows), checks, all_features, query_sha256, regions)
+        strong = sorted((r for r, c in checks.items() if verified(c)), key=lambda r: -checks[r].inliers)
+        rows.update(dict.fromkeys(strong[:LOCAL_CANDIDATES]))
+    regions = _region_hits(snapshot, vector, query, shares, top_k * OVERFETCH)
+    rows.update(dict.fromkeys(regions))
+    results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, regions)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
 
 
-def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:
+def _region_hits(snapshot: Snapshot, vector, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:
     """Best region per parent row: (fused score, per-feature cosines, box in analysis pixels)."""
     if snapshot.region_index is None:
         return {}
-    vector = _query_vector(snapshot, query, shares)
     _, hits = snapshot.region_index.search(vector, min(k, snapshot.region_index.ntotal))
     regions = snapshot.data.regions
     best: dict[int, tuple[float, dict, tuple]] = {}
@@ -103,8 +102,8 @@ def _query_vector(snapshot: Snapshot, query, shares) -> np.ndarray:
     return vector.reshape(1, -1)
 
 
-def _fused_candidates(snapshot: Snapshot, query, shares, k: int) -> Iterable[int]:
-    _, rows = snapshot.index.search(_query_vector(snapshot, query, shares), min(snapshot.size, max(k, 50)))
+def _fused_candidates(snapshot: Snapshot, vector: np.ndarray, k: int) -> Iterable[int]:
+    _, rows = snapshot.index.search(vector, min(snapshot.size, max(k, 50)))
     return (int(r) for r in rows[0] if r >= 0)
 
 
