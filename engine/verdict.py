@@ -55,8 +55,17 @@ def verified(check: Verification) -> bool:
     return check.inliers >= DUPLICATE_INLIERS and check.inliers >= MIN_AGREEMENT * check.matches
 
 
+# Confidence bands: every verified pair ranks above every unverified one, whatever
+# its cosine (unrelated line art on white shares a palette and scores near 1).
+VERIFIED_FLOOR = 0.9
+
+
 def confidence(score: float, check: Verification) -> float:
-    """One number comparable across queries: verified copies rank above any unverified score."""
+    """One number comparable across queries, for ranking pairs from many queries together.
+
+    Verified copies fill [0.9, 1], more agreeing points higher; unverified
+    pairs are squeezed below 0.9 by their fused score.
+    """
     if verified(check):
-        return max(score, 0.9 + 0.1 * min(1.0, check.inliers / EXACT_INLIERS))
-    return score
+        return VERIFIED_FLOOR + (1 - VERIFIED_FLOOR) * min(1.0, check.inliers / (2 * EXACT_INLIERS))
+    return VERIFIED_FLOOR * max(0.0, min(1.0, score))

@@ -57,3 +57,17 @@ def test_a_different_design_is_not_called_a_duplicate(engine, collection, cfg):
     unrelated = flat(make_design(999))
     results = engine.search_bytes(encode(unrelated), top_k=12)
     assert all(r.verdict == "similar" for r in results)
+
+
+def test_confidence_ranks_every_verified_copy_above_any_unverified_lookalike():
+    # Pairs from many queries are ranked together (duplicate report, micro-AP): a
+    # palette-twin with cosine 0.99 must not outrank a barely verified copy.
+    from engine.verdict import DUPLICATE_INLIERS, confidence
+    from engine.verify import Verification
+
+    barely = Verification(inliers=DUPLICATE_INLIERS, box=(0, 0, 1, 1), mirrored=False, matches=DUPLICATE_INLIERS)
+    strongly = Verification(inliers=4 * DUPLICATE_INLIERS, box=(0, 0, 1, 1), mirrored=False, matches=100)
+    unverified = Verification(inliers=9, box=(0, 0, 1, 1), mirrored=False, matches=80)
+    assert confidence(0.2, barely) > confidence(0.99, unverified)
+    assert confidence(0.2, strongly) > confidence(0.2, barely)
+    assert confidence(0.9, unverified) > confidence(0.5, unverified)
