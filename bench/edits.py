@@ -36,6 +36,23 @@ def flatten(image: Image.Image) -> Image.Image:
     return decode(_png(image), side=1024).image
 
 
+def signature(path: Path) -> np.ndarray:
+    """A method-independent identity check: the flattened design as 32x32 grey, normalised."""
+    image = flatten(Image.open(path)).convert("L")
+    square = Image.new("L", (max(image.size),) * 2, 255)
+    square.paste(image, ((square.width - image.width) // 2, (square.height - image.height) // 2))
+    values = np.asarray(square.resize((32, 32), Image.Resampling.BOX), dtype=np.float32).ravel()
+    values -= values.mean()
+    return values / max(float(np.linalg.norm(values)), 1e-6)
+
+
+def twins_of(sig: np.ndarray, signatures: np.ndarray, threshold: float = 0.95) -> list[int]:
+    """Corpus designs identical to `sig` (or to its mirror image) at 32x32."""
+    mirrored = sig.reshape(32, 32)[:, ::-1].ravel()
+    close = (signatures @ sig >= threshold) | (signatures @ mirrored >= threshold)
+    return [int(i) for i in np.flatnonzero(close)]
+
+
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")

@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edits import EDITS, apply, flatten, designs as openclipart  # noqa: E402
+from bench.edits import EDITS, apply, flatten, designs as openclipart, signature, twins_of  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.core import Engine  # noqa: E402
 from engine.search import search  # noqa: E402
@@ -54,6 +54,8 @@ def main() -> None:
           f"{len(queries)} copy queries, {len(negatives)} negative queries; features {engine.snapshot.features} ({mode})")
     ours = evaluate_engine(engine, queries, negatives)
     print_row("lookalike", ours)
+    print("    false alarms (negative's source -> result called a copy): "
+          + "; ".join(f"{a} -> {b}" for a, b in ours["false_alarm_pairs"]))
     raw = evaluate_engine(engine, [], unfiltered)
     print(f"    false alarms on the first {len(unfiltered)} negative candidates, none set aside: {raw['false_alarm']:.3f}")
     print(f"verification: {ours['verify_ms']:.1f} ms per query on top of {ours['rank_ms']:.1f} ms ranking")
@@ -145,23 +147,6 @@ def settle_truth(engine: Engine, queries, negatives, wanted: int):
     return queries, clean[:wanted], negatives[:wanted], len(negatives) - len(clean)
 
 
-def signature(path: Path) -> np.ndarray:
-    """A method-independent identity check: the flattened design as 32x32 grey, normalised."""
-    image = flatten(Image.open(path)).convert("L")
-    square = Image.new("L", (max(image.size),) * 2, 255)
-    square.paste(image, ((square.width - image.width) // 2, (square.height - image.height) // 2))
-    values = np.asarray(square.resize((32, 32), Image.Resampling.BOX), dtype=np.float32).ravel()
-    values -= values.mean()
-    return values / max(float(np.linalg.norm(values)), 1e-6)
-
-
-def twins_of(sig: np.ndarray, signatures: np.ndarray, threshold: float = 0.95) -> list[int]:
-    """Corpus designs identical to `sig` (or to its mirror image) at 32x32."""
-    mirrored = sig.reshape(32, 32)[:, ::-1].ravel()
-    close = (signatures @ sig >= threshold) | (signatures @ mirrored >= threshold)
-    return [int(i) for i in np.flatnonzero(close)]
-
-
 def _write(image: Image.Image, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     image.convert("RGB").save(target)
@@ -184,6 +169,8 @@ def evaluate_engine(engine: Engine, queries, negatives) -> dict:
         verify_ms.append(1000 * ((finished - ranked) - (ranked - started)))
         runs.append((query, [(r.path, r.confidence, r.verdict in (EXACT, DUPLICATE)) for r in results]))
     metrics = score_runs(runs)
+    metrics["false_alarm_pairs"] = [(Path(q["source"]).name, path) for q, r in runs if not q["truth"]
+                                    for path, _, dup in r if dup]
     metrics["verify_ms"] = float(np.median(verify_ms))
     metrics["verify_ms_p95"] = float(np.percentile(verify_ms, 95))
     metrics["rank_ms"] = float(np.median(rank_ms))

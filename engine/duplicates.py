@@ -7,7 +7,7 @@ duplicate threshold).  Confirmed pairs are joined into connected components.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import faiss
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from engine.snapshot import Snapshot
 from engine.store import Entry
 from engine.verdict import DUPLICATE, EXACT, verdict, verified
-from engine.verify import NONE, Points, verify_all
+from engine.verify import NONE, TWIN_MIN_COLOUR, Points, twin_correlations, verify_all
 
 NEIGHBOURS = 10
 # Libraries up to this size get exact neighbours; larger ones an IVF index (approximate).
@@ -118,19 +118,30 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
             for j, check in checks.items():
                 if verified(check) and j not in candidates:
                     candidates[j] = float(fused[i] @ fused[j])
+        twins = _twins(snapshot, i, list(candidates))
         for j, score in candidates.items():
             key = (min(i, j), max(i, j))
             if key in seen:
                 continue
             seen.add(key)
-            check = checks.get(j, NONE)
             cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
+            twin = twins.get(j, 0.0) if cosines.get("hsv", 1.0) >= TWIN_MIN_COLOUR else 0.0
+            check = replace(checks.get(j, NONE), twin=twin)
             label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
             if label in (EXACT, DUPLICATE):
                 pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
                             verified(check))
                 confirmed.append((key[0], key[1], pair))
     return confirmed
+
+
+def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, float]:
+    """Thumbprint correlation of `row` (as is or mirrored) with each candidate."""
+    data = snapshot.data
+    if snapshot.thumbprints is None or not candidates or not data.present["thumbprint"][row]:
+        return {}
+    best = twin_correlations(data.vectors["thumbprint"][row], snapshot.thumbprints[candidates])
+    return dict(zip(candidates, best.tolist()))
 
 
 def _neighbour_index(fused: np.ndarray) -> faiss.Index:

@@ -31,7 +31,7 @@ from features.base import Extractor
 log = logging.getLogger(__name__)
 
 # Extractors cheap enough to run inside the decode workers, in parallel.
-WORKER_FEATURES = {"hsv", "orb", "orb_mirror", "regions"}
+WORKER_FEATURES = {"hsv", "orb", "orb_mirror", "thumbprint", "regions"}
 # Features that make up the fused vector; regions are embedded with these.
 FUSED = {"clip", "resnet", "hsv"}
 ProgressFn = Callable[[int, int, str], None]

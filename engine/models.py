@@ -12,6 +12,7 @@ from typing import Callable
 from features import NETWORKS, HsvHistogram
 from features.base import Extractor
 from features.orb import MirroredOrbFeatures, OrbFeatures
+from features.thumbprint import ThumbprintFeatures
 from features.weights import WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def load_extractors(models_dir: Path, batch_size: int = 32) -> tuple[dict[str, E
     extractors["hsv"] = HsvHistogram()
     extractors["orb"] = OrbFeatures()
     extractors["orb_mirror"] = MirroredOrbFeatures()
+    extractors["thumbprint"] = ThumbprintFeatures()
     return extractors, missing
 
 

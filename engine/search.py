@@ -11,7 +11,8 @@ from PIL import Image
 from engine.decode import analysis_scale
 from engine.snapshot import Snapshot, cosines
 from engine.verdict import VERDICT_ORDER, confidence, verdict, verified
-from engine.verify import NONE, Points, Verification, verify_all
+from engine.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
+from features import thumbprint
 from features.fusion import fuse_query, normalize_weights
 
 # FAISS candidates per requested result, before exact re-scoring under the query's weights.
@@ -62,15 +63,26 @@ def search(
     vector = _query_vector(snapshot, query, shares)  # once: whole images and regions share it
     rows = dict.fromkeys(_fused_candidates(snapshot, vector, top_k * OVERFETCH))  # ordered, unique
     checks: dict[int, Verification] = {}
-    if image is not None and snapshot.local is not None:
-        checks = verify_all(Points.of_image(image), snapshot.local)
-        strong = sorted((r for r, c in checks.items() if verified(c)), key=lambda r: -checks[r].inliers)
+    if image is not None:
+        checks = _verify(snapshot, image, {n: query[n] for n in shares})
+        strong = sorted((r for r, c in checks.items() if verified(c)), key=lambda r: -confidence(0.0, checks[r]))
         rows.update(dict.fromkeys(strong[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, vector, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
     results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, regions)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
+
+
+def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verification]:
+    """Local-feature checks against every image sharing points, plus thumbprint twins
+    (of the same colours, unless the query ignores colour)."""
+    checks = verify_all(Points.of_image(image), snapshot.local) if snapshot.local is not None else {}
+    if snapshot.thumbprints is not None:
+        colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
+        twins = twin_checks(thumbprint.grid(image), snapshot.thumbprints, colours, query.get("hsv"))
+        checks = with_twins(checks, twins)
+    return checks
 
 
 def _region_hits(snapshot: Snapshot, vector, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.localindex import LocalIndex
 from engine.store import IndexData
+from features import thumbprint
 from features.fusion import fuse, normalize_weights
 
 
@@ -29,6 +30,7 @@ class Snapshot:
     local: LocalIndex | None = None  # ORB descriptors of every image, for verification
     region_index: faiss.Index | None = None  # fused vectors of the regions inside images
     region_parent: np.ndarray | None = None  # row of the image each region belongs to
+    thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
 
     @property
     def size(self) -> int:
@@ -53,7 +55,13 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     local = LocalIndex.build(data.vectors["orb"], data.present["orb"]) if "orb" in data.vectors else None
     region_index, region_parent = _region_index(data, features, used, max(dim, 1))
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
-                    region_index=region_index, region_parent=region_parent)
+                    region_index=region_index, region_parent=region_parent, thumbprints=_thumbprints(data))
+
+
+def _thumbprints(data: IndexData) -> np.ndarray | None:
+    if "thumbprint" not in data.vectors:
+        return None
+    return thumbprint.units(data.vectors["thumbprint"]) * data.present["thumbprint"][:, None]
 
 
 def _region_index(data: IndexData, features, weights, dim: int):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from engine.verify import Verification
+from engine.verify import TWIN_CORRELATION, Verification
 
 EXACT = "exact"
 DUPLICATE = "duplicate"
@@ -18,11 +18,12 @@ VERDICT_ORDER = {EXACT: 0, DUPLICATE: 1, SIMILAR: 2}
 # when local features were compared, most of the picture verified.
 EXACT_COSINE = 0.985
 EXACT_INLIERS = 60
+EXACT_TWIN = 0.99  # thumbprint correlation, for pictures too small for that many points
 NETWORK_FEATURES = {"clip", "resnet"}
 # An edited copy: this many geometrically consistent local matches, making up
 # at least this share of the correspondences found (chance agreements among
 # repeated corners are a small share of many) ...
-DUPLICATE_INLIERS = 25
+DUPLICATE_INLIERS = 30
 MIN_AGREEMENT = 0.3
 # ... or a fused score this high without them (recolours, heavy blur).
 DUPLICATE_SCORE = 0.90
@@ -39,7 +40,7 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
         return EXACT
     close = bool(scores) and min(scores.values()) >= EXACT_COSINE
     networks = bool(NETWORK_FEATURES & set(scores))
-    if close and verified(check) and check.inliers >= EXACT_INLIERS:
+    if close and verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
         return EXACT
     if close and networks and check.matches == 0:
         return EXACT  # no local features to consult: the networks agree
@@ -49,8 +50,9 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
 
 
 def verified(check: Verification) -> bool:
-    """Whether the geometric check alone makes the pair an edited copy."""
-    if check.inliers >= EXACT_INLIERS:  # this many agreeing points are never chance
+    """Whether the verification alone makes the pair an edited copy: agreeing local
+    points, or (for icons and flat shapes with too few corners) twin thumbprints."""
+    if check.inliers >= EXACT_INLIERS or check.twin >= TWIN_CORRELATION:  # never chance
         return True
     return check.inliers >= DUPLICATE_INLIERS and check.inliers >= MIN_AGREEMENT * check.matches
 
@@ -67,5 +69,7 @@ def confidence(score: float, check: Verification) -> float:
     pairs are squeezed below 0.9 by their fused score.
     """
     if verified(check):
-        return VERIFIED_FLOOR + (1 - VERIFIED_FLOOR) * min(1.0, check.inliers / (2 * EXACT_INLIERS))
+        points = min(1.0, check.inliers / (2 * EXACT_INLIERS))
+        twin = max(0.0, check.twin - TWIN_CORRELATION) / (1 - TWIN_CORRELATION)
+        return VERIFIED_FLOOR + (1 - VERIFIED_FLOOR) * max(points, twin)
     return VERIFIED_FLOOR * max(0.0, min(1.0, score))

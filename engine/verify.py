@@ -10,13 +10,14 @@ candidate is the matched region.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from engine.localindex import LocalIndex
+from features import thumbprint
 from features.orb import detect, gray_of, unpack
 
 MIN_MATCHES = 8
@@ -29,6 +30,7 @@ class Verification:
     box: tuple[int, int, int, int] | None  # in analysis pixels of the candidate until scaled
     mirrored: bool
     matches: int = 0  # correspondences RANSAC was given; inliers / matches is the agreement
+    twin: float = 0.0  # correlation of the two content thumbprints (features/thumbprint.py)
 
     def scaled(self, scale: float, size: tuple[int, int]) -> "Verification":
         """The box in the candidate's original pixels."""
@@ -37,7 +39,7 @@ class Verification:
         x0, y0, x1, y1 = (v * scale for v in self.box)
         width, height = size
         box = (max(0, int(x0)), max(0, int(y0)), min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1))))
-        return Verification(self.inliers, box, self.mirrored, self.matches)
+        return replace(self, box=box)
 
 
 NONE = Verification(inliers=0, box=None, mirrored=False)
@@ -77,6 +79,42 @@ def verify_all(points: Points, local: LocalIndex, exclude: int | None = None) ->
             if check.inliers > best.get(row, NONE).inliers:
                 best[row] = check
     return best
+
+
+# Thumbprints correlating this well are one design, re-saved, resized, recoloured or on
+# another canvas; chosen on bench/quality.py (see the README for the figures behind it).
+TWIN_CORRELATION = 0.97
+# ... when their colours agree this well too: in grey, a plain disc is every round
+# thing (a flag's sun, a globe), and a recolour is the local features' job.
+TWIN_MIN_COLOUR = 0.5
+
+
+def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray | None = None,
+                colour: np.ndarray | None = None) -> dict[int, float]:
+    """Rows whose stored thumbprint is a twin of `grid` (or of its mirror image).
+
+    `thumbprints` holds unit rows (thumbprint.units), zero where missing; with
+    the stored colour histograms and the query's, twins must share colours too.
+    """
+    best = twin_correlations(grid, thumbprints)
+    rows = np.flatnonzero(best >= TWIN_CORRELATION)
+    if colours is not None and colour is not None:
+        rows = rows[colours[rows] @ colour.ravel() >= TWIN_MIN_COLOUR]
+    return {int(row): float(best[row]) for row in rows}
+
+
+def twin_correlations(grid: np.ndarray, thumbprints: np.ndarray) -> np.ndarray:
+    """Each unit row's correlation with `grid`, as is or mirrored, whichever is higher."""
+    query = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
+    return (thumbprints @ query.T).max(axis=1)
+
+
+def with_twins(checks: dict[int, Verification], twins: dict[int, float]) -> dict[int, Verification]:
+    """The geometric checks with each row's thumbprint correlation added."""
+    merged = dict(checks)
+    for row, correlation in twins.items():
+        merged[row] = replace(merged.get(row, NONE), twin=correlation)
+    return merged
 
 
 def geometric_check(src: np.ndarray, dst: np.ndarray, mirrored: bool = False) -> Verification:

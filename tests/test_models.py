@@ -59,7 +59,7 @@ def test_clip_also_loads_a_torch_saved_state_dict(cfg, weight_files, tmp_path):
 def test_engine_with_all_three_features_finds_the_copy(with_weights, collection):
     engine = Engine(with_weights)
     report = engine.reindex()
-    assert report.features == ["clip", "hsv", "orb", "orb_mirror", "regions", "resnet"] and report.indexed == 12
+    assert report.features == ["clip", "hsv", "orb", "orb_mirror", "regions", "resnet", "thumbprint"] and report.indexed == 12
     from conftest import encode
     results = engine.search_bytes(encode(collection["design_04.png"], "JPEG", quality=85), top_k=3)
     assert results[0].path == "design_04.png"

@@ -1,0 +1,73 @@
+"""Icons too small for local features: thumbprint twins still make a duplicate verdict."""
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from engine.core import Engine
+from engine.decode import decode
+from features import HsvHistogram
+from features.orb import OrbFeatures
+from features.thumbprint import ThumbprintFeatures
+
+SAMPLES = Path(__file__).resolve().parent.parent / "static" / "images"
+# Real openclipart designs, shrunk to the 64 px icons studios keep by the thousand.
+ICONS = ["arrow01_4.png", "arrow07_1.png", "christmas_tree_mo_01.png", "cloud.png",
+         "fall_coloured_leaf_geral_01.png", "red_flower_01.png", "sunwheel_vikingdread_01.png", "fc14.png"]
+OUTSIDE = ["arrow12_1.png", "jigsaw_red_01.png", "round_l.png", "olivier_one_bw_jean-vict_01.png"]
+
+
+def icon(name: str, side: int = 64) -> Image.Image:
+    image = decode((SAMPLES / name).read_bytes()).image.copy()
+    image.thumbnail((side, side))
+    return image
+
+
+def jpeg(image: Image.Image, quality: int = 60) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+@pytest.fixture
+def engine(cfg):
+    for name in ICONS:
+        icon(name).save(cfg.images / name)
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    return engine
+
+
+@pytest.mark.parametrize("quality", [50, 75])
+@pytest.mark.parametrize("name", ICONS)
+def test_a_resaved_icon_is_called_a_duplicate(engine, name, quality):
+    top = engine.search_bytes(jpeg(icon(name), quality), top_k=3)[0]
+    assert top.path == name and top.verdict in ("duplicate", "exact")
+
+
+def test_an_icon_placed_on_a_larger_canvas_is_called_a_duplicate(engine):
+    page = Image.new("RGB", (160, 120), "white")
+    page.paste(icon("fc14.png"), (70, 30))
+    top = engine.search_bytes(jpeg(page, 90), top_k=3)[0]
+    assert top.path == "fc14.png" and top.verdict in ("duplicate", "exact")
+
+
+def test_plain_shapes_of_other_colours_are_not_twins(cfg):
+    # In grey a red disc is any round thing; its colours must agree too.
+    def disc(colour):
+        image = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(image).ellipse((4, 4, 60, 60), fill=colour)
+        return image
+
+    disc((40, 70, 200)).save(cfg.images / "blue_ball.png")
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    assert engine.search_bytes(jpeg(disc((40, 70, 200)), 90), top_k=1)[0].verdict == "duplicate"
+    assert engine.search_bytes(jpeg(disc((220, 30, 30)), 90), top_k=1)[0].verdict == "similar"
+
+
+@pytest.mark.parametrize("name", OUTSIDE)
+def test_an_icon_not_in_the_collection_is_never_called_a_duplicate(engine, name):
+    results = engine.search_bytes(jpeg(icon(name)), top_k=8)
+    assert results and all(r.verdict == "similar" for r in results)
