@@ -33,7 +33,13 @@ def main() -> None:
     parser.add_argument("--photos", help="folder of >= 12 MP JPEG photos")
     parser.add_argument("--count", type=int, default=160, help="images per set")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--search-images", help="collection of an existing (e.g. 8,000-image) index: "
+                        "report warm search latency through the HTTP API")
+    parser.add_argument("--search-cache", help="cache folder of that index")
+    parser.add_argument("--search-models", help="weights folder for the search (default: the cache's)")
     args = parser.parse_args()
+    if args.search_images:
+        report_search_latency(args)
     work = Path(tempfile.mkdtemp(prefix="lookalike-speed-"))
     models = make_random_weights(work / "models")
     sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
@@ -61,6 +67,17 @@ def main() -> None:
         print(f"  b/a = {naive / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
               f"unchanged re-scan {rescan:.2f} s")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def report_search_latency(args) -> None:
+    import numpy as np
+
+    from bench.load import search_latency
+
+    models = Path(args.search_models) if args.search_models else None
+    size, ms = search_latency(Path(args.search_images), Path(args.search_cache), models=models)
+    print(f"warm search through the HTTP API, {size} images indexed, {len(ms)} uploads: "
+          f"p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms")
 
 
 def pick(folder: Path, pattern: str, count: int) -> list[Path]:

@@ -38,20 +38,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
 
-    import waitress
-
-    from engine.config import Config
-    from web import create_app
-    from web.passwords import store_password
-
-    config = Config(images=Path(args.images), cache=Path(args.cache))
-    store_password(config.cache, PASSWORD)
-    app = create_app(config)
-    if app.extensions["engine"].snapshot.size == 0:
-        app.extensions["engine"].reindex()
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
-    base = f"http://127.0.0.1:{server.effective_port}"
+    app, server, base = start_server(Path(args.images), Path(args.cache))
     queries = make_queries(Path(args.images))
     timings: dict[str, list[float]] = {"search": [], "status": []}
     errors: list[str] = []
@@ -93,6 +80,44 @@ def main() -> None:
                   f"p99 {np.percentile(ms, 99):7.1f} ms")
     for line in errors[:5]:
         print("  error:", line)
+
+
+def start_server(images: Path, cache: Path, models: Path | None = None, background_report: bool = True):
+    """The app under waitress on a free loopback port (indexing first if the index is empty).
+
+    Without `background_report` the engine does not compute the duplicate report
+    after start-up, so a latency figure measures searches alone.
+    """
+    import waitress
+
+    from engine.config import Config
+    from engine.core import Engine
+    from web import create_app
+    from web.passwords import store_password
+
+    config = Config(images=images, cache=cache, **({"models": models} if models else {}))
+    store_password(config.cache, PASSWORD)
+    app = create_app(config) if background_report else create_app(config, engine=Engine(config))
+    if app.extensions["engine"].snapshot.size == 0:
+        app.extensions["engine"].reindex()
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+    threading.Thread(target=server.run, daemon=True).start()
+    return app, server, f"http://127.0.0.1:{server.effective_port}"
+
+
+def search_latency(images: Path, cache: Path, count: int = 40, models: Path | None = None) -> tuple[int, list[float]]:
+    """One client, warm: milliseconds per uploaded search, after a few warm-up queries."""
+    app, server, base = start_server(images, cache, models, background_report=False)
+    queries = make_queries(images, count)
+    for image in queries[:3]:
+        urllib.request.urlopen(search_request(base, image), timeout=60).read()
+    timings = []
+    for image in queries:
+        started = time.perf_counter()
+        urllib.request.urlopen(search_request(base, image), timeout=60).read()
+        timings.append(1000 * (time.perf_counter() - started))
+    server.close()
+    return app.extensions["engine"].snapshot.size, timings
 
 
 def make_queries(folder: Path, count: int = 20) -> list[bytes]:

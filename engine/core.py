@@ -65,12 +65,12 @@ class Engine:
         self.config = config
         self._fixed_extractors = extractors is not None
         if extractors is None:
-            self.extractors, self.missing = models.load_extractors(config.models_dir, config.batch_size)
+            self.extractors, self.missing = models.load_extractors(config.models_dir, config.batch_size, config.regions)
             self._warn_missing({})
         else:
             self.extractors, self.missing = dict(extractors), {}
-        if config.regions:
-            self.extractors["regions"] = RegionProposals()
+            if config.regions:
+                self.extractors["regions"] = RegionProposals()
         self._query_lock = threading.Lock()  # one query inference at a time: torch already uses every core
         self._reindex_lock = threading.Lock()
         self._groups_lock = threading.Lock()
@@ -224,11 +224,9 @@ class Engine:
         """Pick up weights that appeared since start-up, keeping models already loaded."""
         if self._fixed_extractors:
             return
-        fresh, missing = models.load_extractors(self.config.models_dir, self.config.batch_size)
+        fresh, missing = models.load_extractors(self.config.models_dir, self.config.batch_size, self.config.regions)
         before, self.missing = self.missing, missing
         self._warn_missing(before)
-        if self.config.regions:
-            fresh["regions"] = RegionProposals()
         for name, extractor in fresh.items():
             current = self.extractors.get(name)
             if current is None or current.fingerprint() != extractor.fingerprint():

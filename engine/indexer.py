@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 # Extractors cheap enough to run inside the decode workers, in parallel.
 WORKER_FEATURES = {"hsv", "orb", "orb_mirror", "thumbprint", "regions"}
-# Features that make up the fused vector; regions are embedded with these.
+# Features that make up the fused vector; regions are embedded with these ...
 FUSED = {"clip", "resnet", "hsv"}
+# ... and get local-feature points for verification.
+REGION_FEATURES = FUSED | {"orb"}
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -125,11 +127,16 @@ class Indexer:
             decoded = decode(data, max_pixels=self.config.index_max_pixels)
             prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
             prepared.image = decoded.image
+            # Whenever an image is decoded its regions are redone, so they carry every current feature.
+            boxes = regions.propose(decoded.image) if "regions" in self.extractors else []
+            crops = regions.detailed_crops(data, decoded.image, boxes, self.config.index_max_pixels)
             for name in needs & WORKER_FEATURES:
                 prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
-            # Whenever an image is decoded its regions are redone, so they carry every current feature.
-            prepared.region_boxes = regions.propose(decoded.image) if "regions" in self.extractors else []
-            prepared.region_images = regions.crops(decoded.image, prepared.region_boxes)
+            prepared.region_boxes, prepared.region_images = boxes, crops
+            if crops and "orb" in self.extractors:
+                # Points of each design on its own: on a busy sheet the whole picture's
+                # strongest points crowd onto one design, at a fraction of a query's scale.
+                prepared.region_rows["orb"] = self.extractors["orb"].embed(crops)
         except UnreadableImage as exc:
             prepared.error = str(exc)
         except OSError as exc:
@@ -266,7 +273,7 @@ class _RunState:
         old_by_parent: dict[str, list[int]] = {}
         for i, parent in enumerate(old.parents):
             old_by_parent.setdefault(parent, []).append(i)
-        names = sorted(FUSED & (set(self.fingerprints) | set(old.vectors)))
+        names = sorted(REGION_FEATURES & (set(self.fingerprints) | set(old.vectors)))
         parents, boxes, blocks = [], [], {n: [] for n in names}
         for sha in dict.fromkeys(e.sha256 for e in entries):
             if sha in self.fresh_regions:
@@ -274,19 +281,19 @@ class _RunState:
                 parents += [sha] * len(fresh_boxes)
                 boxes.append(fresh_boxes)
                 for n in names:
-                    dim = self.shapes[n][0]
-                    blocks[n].append(rows.get(n, np.zeros((len(fresh_boxes), dim), np.float32)))
+                    blocks[n].append(rows.get(n, np.zeros((len(fresh_boxes), self.shapes[n][0]), self.shapes[n][1])))
             elif sha in old_by_parent:
                 picks = old_by_parent[sha]
                 parents += [sha] * len(picks)
                 boxes.append(old.boxes[picks])
                 for n in names:
-                    dim = self.shapes[n][0]
-                    blocks[n].append(old.vectors[n][picks] if n in old.vectors else np.zeros((len(picks), dim), np.float32))
+                    missing = np.zeros((len(picks), self.shapes[n][0]), self.shapes[n][1])
+                    blocks[n].append(old.vectors[n][picks] if n in old.vectors else missing)
         return Regions(
             parents=parents,
             boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
-            vectors={n: (np.concatenate(b) if b else np.zeros((0, self.shapes[n][0]), np.float32)) for n, b in blocks.items()},
+            vectors={n: (np.concatenate(b) if b else np.zeros((0, self.shapes[n][0]), self.shapes[n][1]))
+                     for n, b in blocks.items()},
         )
 
     def _still_valid(self, name: str, row: int) -> bool:

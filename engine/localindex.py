@@ -21,28 +21,36 @@ NEIGHBOURS = 8
 MAX_HAMMING = 56  # of 256 bits: beyond this two ORB descriptors are unrelated
 # k-means on 30 codes per list is plenty for coarse buckets, and keeps start-up short.
 TRAIN_PER_LIST = 30
+# Lists of about this many codes keep a query's scan (nprobe lists) short.
+CODES_PER_LIST = 640
+MAX_LISTS = 2048
 
 
 @dataclass
 class LocalIndex:
     index: faiss.IndexBinary
-    owner: np.ndarray  # image row of each stored descriptor
-    point: np.ndarray  # (x, y) of each stored descriptor, analysis pixels
+    owner: np.ndarray  # owner of each stored descriptor: an image row, or images + a region number
+    point: np.ndarray  # (x, y) of each stored descriptor, in its owner's pixels
+    images: int = 0  # owners from here up are regions (images + region number)
 
     @classmethod
-    def build(cls, rows: np.ndarray, present: np.ndarray) -> "LocalIndex | None":
-        """From the stored ORB block; None when no image has local features."""
+    def build(cls, rows: np.ndarray, present: np.ndarray, region_rows: np.ndarray | None = None) -> "LocalIndex | None":
+        """From the stored ORB block (and the regions', searched in the same pass);
+        None when nothing has local features."""
         descriptors, owners, points = [], [], []
-        for row in np.flatnonzero(present):
-            xy, desc = unpack(rows[row])
+        region_rows = np.zeros((0, rows.shape[1]), rows.dtype) if region_rows is None else region_rows
+        owned = [(int(r), rows[r]) for r in np.flatnonzero(present)]
+        owned += [(len(rows) + r, region_rows[r]) for r in range(len(region_rows))]
+        for owner, row in owned:
+            xy, desc = unpack(row)
             descriptors.append(desc)
             points.append(xy)
-            owners.append(np.full(len(desc), row, dtype=np.int32))
+            owners.append(np.full(len(desc), owner, dtype=np.int32))
         if not descriptors or not sum(len(d) for d in descriptors):
             return None
         codes = np.ascontiguousarray(np.concatenate(descriptors))
         bits = DESCRIPTOR_BYTES * 8
-        lists = int(min(1024, max(1, np.sqrt(len(codes)))))
+        lists = int(min(MAX_LISTS, max(1, len(codes) // CODES_PER_LIST)))
         if len(codes) < 50_000:
             index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
         else:
@@ -51,7 +59,7 @@ class LocalIndex:
             index.train(sample)
             index.nprobe = 12
         index.add(codes)
-        return cls(index=index, owner=np.concatenate(owners), point=np.concatenate(points))
+        return cls(index=index, owner=np.concatenate(owners), point=np.concatenate(points), images=len(rows))
 
     def matches(self, descriptors: np.ndarray, xy: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """For each image row with close descriptors: (query points, stored points) pairs."""

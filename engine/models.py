@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from engine import regions as region_boxes
 from features import NETWORKS, HsvHistogram
 from features.base import Extractor
 from features.orb import MirroredOrbFeatures, OrbFeatures
@@ -62,8 +63,13 @@ def status(models_dir: Path) -> list[WeightsStatus]:
     return rows
 
 
-def load_extractors(models_dir: Path, batch_size: int = 32) -> tuple[dict[str, Extractor], dict[str, str]]:
-    """Every extractor whose weights are present, plus a reason for each one switched off."""
+def load_extractors(
+    models_dir: Path, batch_size: int = 32, regions: bool = False
+) -> tuple[dict[str, Extractor], dict[str, str]]:
+    """Every extractor whose weights are present, plus a reason for each one switched off.
+
+    With `regions`, the separate designs inside sheets also get entries of their own.
+    """
     extractors: dict[str, Extractor] = {}
     missing: dict[str, str] = {}
     for name, (spec, factory) in NETWORKS.items():
@@ -79,6 +85,8 @@ def load_extractors(models_dir: Path, batch_size: int = 32) -> tuple[dict[str, E
     extractors["orb"] = OrbFeatures()
     extractors["orb_mirror"] = MirroredOrbFeatures()
     extractors["thumbprint"] = ThumbprintFeatures()
+    if regions:
+        extractors["regions"] = region_boxes.RegionProposals()
     return extractors, missing
 
 

@@ -12,10 +12,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from engine.decode import decode
+
 MAX_REGIONS = 8
-MIN_AREA = 0.02  # of the picture: smaller components are fragments, not designs
-MIN_SIDE = 24  # pixels of the analysis picture
-VERSION = f"regions-cc-{MAX_REGIONS}-v1"
+# Longer side of the picture the regions are cut from (the analysis picture is 512).
+DETAIL_SIDE = 2048
+MIN_AREA = 0.004  # of the picture: smaller components are fragments, not designs
+MIN_SIDE = 16  # pixels of the analysis picture
+VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-min04-orb-v4"
 
 
 def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
@@ -40,8 +44,15 @@ def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
     return [box for _, box in boxes[:MAX_REGIONS]]
 
 
-def crops(image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> list[Image.Image]:
-    return [image.crop(box) for box in boxes]
+def detailed_crops(data: bytes, image: Image.Image, boxes: list[tuple[int, int, int, int]],
+                   max_pixels: int) -> list[Image.Image]:
+    """The designs inside `boxes` (analysis-picture pixels), cut from a decode of up to
+    DETAIL_SIDE: on a catalogue page each design spans only a few dozen analysis pixels."""
+    if not boxes:
+        return []
+    detail = decode(data, max_pixels=max_pixels, side=DETAIL_SIDE).image
+    scale = detail.width / image.width
+    return [detail.crop(tuple(round(v * scale) for v in box)) for box in boxes]
 
 
 class RegionProposals:

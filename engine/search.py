@@ -10,14 +10,14 @@ from PIL import Image
 
 from engine.decode import analysis_scale
 from engine.snapshot import Snapshot, cosines
-from engine.verdict import VERDICT_ORDER, confidence, verdict, verified
+from engine.verdict import VERDICT_ORDER, confidence, support, verdict, verified
 from engine.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
 from features.fusion import fuse_query, normalize_weights
 
 # FAISS candidates per requested result, before exact re-scoring under the query's weights.
 OVERFETCH = 4
-# Verified images added to the candidates even when their fused score is low.
+# Verified (or locally supported) images added to the candidates even when their fused score is low.
 LOCAL_CANDIDATES = 20
 
 
@@ -55,7 +55,7 @@ def search(
     all_features: tuple[str, ...],
     query_sha256: str | None = None,
 ) -> list[SearchResult]:
-    """The top_k images: verified copies first, then by weighted mean cosine."""
+    """The top_k images: copies first, then by confidence (fused score and local support)."""
     features = [n for n in snapshot.features if n in query and weights.get(n, 0) > 0]
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
@@ -65,8 +65,8 @@ def search(
     checks: dict[int, Verification] = {}
     if image is not None:
         checks = _verify(snapshot, image, {n: query[n] for n in shares})
-        strong = sorted((r for r, c in checks.items() if verified(c)), key=lambda r: -confidence(0.0, checks[r]))
-        rows.update(dict.fromkeys(strong[:LOCAL_CANDIDATES]))
+        supported = (r for r, c in checks.items() if verified(c) or support(c) > 0)
+        rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, vector, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
     results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, regions)
@@ -75,9 +75,19 @@ def search(
 
 
 def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verification]:
-    """Local-feature checks against every image sharing points, plus thumbprint twins
-    (of the same colours, unless the query ignores colour)."""
-    checks = verify_all(Points.of_image(image), snapshot.local) if snapshot.local is not None else {}
+    """Local-feature checks against every image and every region sharing points, plus
+    thumbprint twins (of the same colours, unless the query ignores colour)."""
+    checks: dict[int, Verification] = {}
+    if snapshot.local is not None:
+        found = verify_all(Points.of_image(image), snapshot.local, regions=True)
+        checks = {row: check for row, check in found.items() if row < snapshot.local.images}
+        # A region is checked in its own crop's pixels, at the scale a query of it shows;
+        # its image keeps whichever check agrees more, with the region's outline as its box.
+        for owner, check in found.items():
+            region = owner - snapshot.local.images
+            parent = int(snapshot.region_parent[region]) if region >= 0 and snapshot.region_parent is not None else -1
+            if parent >= 0 and check.inliers > checks.get(parent, NONE).inliers:
+                checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]))
     if snapshot.thumbprints is not None:
         colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
         twins = twin_checks(thumbprint.grid(image), snapshot.thumbprints, colours, query.get("hsv"))
@@ -129,16 +139,16 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, re
         scores = {n: (float(per_feature[n][j]) if n in per_feature else None) for n in all_features}
         score = float(fused[j])
         size = (entry.width, entry.height)
-        check = checks.get(int(row), NONE).scaled(analysis_scale(*size), size)
+        check = checks.get(int(row), NONE)
         region = regions.get(int(row))
-        if region is not None:
-            region_box = Verification(0, region[2], False).scaled(analysis_scale(*size), size).box
-            if region[0] > score:
-                score = region[0]
-                scores = {n: (region[1][n] if n in region[1] else None) for n in all_features}
-            # The proposal outlines the whole design; verified points often cover only part of it.
-            if check.box is None or _centre_inside(check.box, region_box):
-                check = replace(check, box=region_box)
+        if region is not None and region[0] > score:
+            score = region[0]
+            scores = {n: (region[1][n] if n in region[1] else None) for n in all_features}
+        # A proposal outlines a whole design; verified points often cover only part of it.
+        outline = _region_around(snapshot, int(row), check.box) if check.box else (region[2] if region else None)
+        if outline is not None:
+            check = replace(check, box=tuple(outline))
+        check = check.scaled(analysis_scale(*size), size)
         active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores,
@@ -149,6 +159,8 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, re
     return results
 
 
-def _centre_inside(inner: tuple, outer: tuple) -> bool:
-    x, y = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
-    return outer[0] <= x <= outer[2] and outer[1] <= y <= outer[3]
+def _region_around(snapshot: Snapshot, row: int, box: tuple) -> tuple | None:
+    """The smallest of the image's regions holding the centre of `box` (analysis pixels)."""
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    around = [b for b in snapshot.region_boxes_of(row) if b[0] <= x <= b[2] and b[1] <= y <= b[3]]
+    return min(around, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None)

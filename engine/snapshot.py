@@ -27,7 +27,7 @@ class Snapshot:
     features: tuple[str, ...]  # features active in the fused index
     weights: Mapping[str, float]  # the weights the fused rows were built with
     index: faiss.Index
-    local: LocalIndex | None = None  # ORB descriptors of every image, for verification
+    local: LocalIndex | None = None  # ORB descriptors of every image and region, for verification
     region_index: faiss.Index | None = None  # fused vectors of the regions inside images
     region_parent: np.ndarray | None = None  # row of the image each region belongs to
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
@@ -35,6 +35,17 @@ class Snapshot:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def region_boxes_of(self, row: int) -> list[tuple]:
+        """Boxes (analysis pixels) of the regions found inside image `row`."""
+        return [tuple(self.data.regions.boxes[r]) for r in self._regions_by_parent.get(row, ())]
+
+    @cached_property
+    def _regions_by_parent(self) -> dict[int, list[int]]:
+        by_parent: dict[int, list[int]] = {}
+        for region, parent in enumerate(self.region_parent if self.region_parent is not None else ()):
+            by_parent.setdefault(int(parent), []).append(region)
+        return by_parent
 
     @cached_property
     def row_of(self) -> dict[str, int]:
@@ -52,7 +63,9 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     used = normalize_weights(weights, features) if features else {}
     for start in range(0, len(data) if features else 0, ADD_CHUNK):  # in slices: no full fused copy
         index.add(fuse({n: data.vectors[n][start:start + ADD_CHUNK] for n in features}, used))
-    local = LocalIndex.build(data.vectors["orb"], data.present["orb"]) if "orb" in data.vectors else None
+    local = None
+    if "orb" in data.vectors:  # regions' points are in their own crop's pixels
+        local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"))
     region_index, region_parent = _region_index(data, features, used, max(dim, 1))
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_parent=region_parent, thumbprints=_thumbprints(data))

@@ -27,6 +27,8 @@ DUPLICATE_INLIERS = 30
 MIN_AGREEMENT = 0.3
 # ... or a fused score this high without them (recolours, heavy blur).
 DUPLICATE_SCORE = 0.90
+# Fewer agreeing points than DUPLICATE_INLIERS still rank a result up (see `support`).
+SUPPORT_INLIERS = 20
 
 
 def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False) -> str:
@@ -66,10 +68,18 @@ def confidence(score: float, check: Verification) -> float:
     """One number comparable across queries, for ranking pairs from many queries together.
 
     Verified copies fill [0.9, 1], more agreeing points higher; unverified
-    pairs are squeezed below 0.9 by their fused score.
+    pairs are squeezed below 0.9: half their fused score, half their local support.
     """
     if verified(check):
         points = min(1.0, check.inliers / (2 * EXACT_INLIERS))
         twin = max(0.0, check.twin - TWIN_CORRELATION) / (1 - TWIN_CORRELATION)
         return VERIFIED_FLOOR + (1 - VERIFIED_FLOOR) * max(points, twin)
-    return VERIFIED_FLOOR * max(0.0, min(1.0, score))
+    return VERIFIED_FLOOR * (max(0.0, min(1.0, score)) + support(check)) / 2
+
+
+def support(check: Verification) -> float:
+    """Local evidence short of a verified copy, 0-1: agreeing points that rank a result
+    above colour-only lookalikes without making it a copy (a design on a busy sheet)."""
+    if check.inliers < SUPPORT_INLIERS or check.inliers < MIN_AGREEMENT * check.matches:
+        return 0.0
+    return min(1.0, check.inliers / DUPLICATE_INLIERS)

@@ -68,12 +68,14 @@ class Points:
         return cls(views=tuple((m, xy[:limit], d[:limit]) for m, xy, d in views))
 
 
-def verify_all(points: Points, local: LocalIndex, exclude: int | None = None) -> dict[int, Verification]:
-    """Best verification per image row that shares enough descriptors with `points`."""
+def verify_all(points: Points, local: LocalIndex, exclude: int | None = None,
+               regions: bool = False) -> dict[int, Verification]:
+    """Best verification per image row that shares enough descriptors with `points`;
+    with `regions`, regions too (as local.images + region number)."""
     best: dict[int, Verification] = {}
     for mirrored, xy, descriptors in points.views:
         for row, (src, dst) in local.matches(descriptors, xy).items():
-            if row == exclude or len(src) < MIN_MATCHES:
+            if row == exclude or len(src) < MIN_MATCHES or (row >= local.images and not regions):
                 continue
             check = geometric_check(src, dst, mirrored)
             if check.inliers > best.get(row, NONE).inliers:

@@ -1,5 +1,5 @@
 """Regions: a single design finds the sheet it sits on, with its box, one result per sheet."""
-from PIL import Image
+from PIL import Image, ImageOps
 
 from engine.core import Engine
 from engine.regions import MAX_REGIONS, propose
@@ -49,3 +49,38 @@ def test_design_on_a_sheet_is_found_with_its_box(cfg, collection):
     assert [r.path for r in results].count("sheet.png") == 1  # one result per image
     top = results[0]
     assert top.path == "sheet.png" and iou(top.box, boxes[301]) >= 0.5
+
+
+def test_small_design_on_a_catalogue_page_is_verified_with_its_box(cfg):
+    # Four designs of ~220 px on a 2,000 px page: in the 512 px analysis picture each
+    # spans ~56 px; their regions are cut from a detailed decode and verified on their
+    # own points. Other designs, alone in their files, compete.
+    from pathlib import Path
+
+    from engine.decode import decode
+    from features.orb import MirroredOrbFeatures, OrbFeatures
+
+    samples = Path(__file__).resolve().parent.parent / "static" / "images"
+    on_page = [samples / n for n in ("fall_coloured_leaf_geral_01.png", "clipart_by_nicu_buculei_-_baloon1_04_02.png",
+                                     "christmas_tree_mo_01.png", "red_flower_01.png")]
+    alone = [samples / n for n in ("cloud.png", "arrow01_4.png", "jigsaw_blue_05.png", "star_37pt16step.png",
+                                   "fc14.png", "olivier_one_bw_jean-vict_01.png", "round_l.png", "stared.png")]
+    page = Image.new("RGB", (2000, 2000), "white")
+    placed = {}
+    for i, path in enumerate(on_page):
+        design = decode(path.read_bytes()).image.copy()
+        design.thumbnail((220, 220))
+        x, y = 300 + (i % 2) * 1200, 300 + (i // 2) * 1200
+        page.paste(design, (x, y))
+        ink = ImageOps.invert(design.convert("L")).getbbox()  # the design, not its white margins
+        placed[path] = (x + ink[0], y + ink[1], x + ink[2], y + ink[3])
+    page.save(cfg.images / "catalogue.png")
+    for path in alone:
+        (cfg.images / path.name).write_bytes(path.read_bytes())
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(),
+                                     "orb_mirror": MirroredOrbFeatures()})
+    engine.reindex()
+    for path in on_page:
+        top = engine.search_bytes(path.read_bytes(), top_k=1)[0]
+        assert top.path == "catalogue.png" and top.verdict in ("duplicate", "exact")
+        assert iou(top.box, placed[path]) >= 0.5
