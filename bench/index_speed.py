@@ -37,9 +37,12 @@ def main() -> None:
                         "report warm search latency through the HTTP API")
     parser.add_argument("--search-cache", help="cache folder of that index")
     parser.add_argument("--search-models", help="weights folder for the search (default: the cache's)")
+    parser.add_argument("--search-only", action="store_true", help="only the search latency")
     args = parser.parse_args()
     if args.search_images:
         report_search_latency(args)
+    if args.search_only:
+        return
     work = Path(tempfile.mkdtemp(prefix="lookalike-speed-"))
     models = make_random_weights(work / "models")
     sets = {"designs": pick(Path(args.designs), "*.png", args.count)}

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -72,7 +72,7 @@ def main() -> None:
 
 
 def build(work: Path, designs: list[Path], args) -> list[dict]:
-    stamp = work / "placements.json"
+    stamp = work / "placements-v2.json"
     if stamp.exists():
         return json.loads(stamp.read_text())
     shutil.rmtree(work, ignore_errors=True)
@@ -89,8 +89,10 @@ def build(work: Path, designs: list[Path], args) -> list[dict]:
             x = (k % 2) * CELL + rng.randint(10, CELL - design.width - 10)
             y = (k // 2) * CELL + rng.randint(10, CELL - design.height - 10)
             sheet.paste(design, (x, y))
+            # The true placement is where the design shows, not its canvas's white margins.
+            x0, y0, x1, y1 = ImageOps.invert(design.convert("L")).getbbox() or (0, 0, *design.size)
             placements.append({"sheet": f"sheet_{s:03d}.png", "source": str(path),
-                               "box": [x, y, x + design.width, y + design.height]})
+                               "box": [x + x0, y + y0, x + x1, y + y1]})
         sheet.save(folder / f"sheet_{s:03d}.png")
     for path in designs[4 * args.sheets: 4 * args.sheets + args.distractors]:
         shutil.copyfile(path, folder / path.name)

@@ -15,11 +15,13 @@ from PIL import Image
 from engine.decode import decode
 
 MAX_REGIONS = 8
-# Longer side of the picture the regions are cut from (the analysis picture is 512).
+# Regions are cut from a decode of up to this longer side (the analysis picture is 512) ...
 DETAIL_SIDE = 2048
+# ... sized so the largest design on the sheet spans about this many pixels.
+CROP_SIDE = 384
 MIN_AREA = 0.004  # of the picture: smaller components are fragments, not designs
 MIN_SIDE = 16  # pixels of the analysis picture
-VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-min04-orb-v4"
+VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-orb-v5"
 
 
 def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
@@ -46,11 +48,17 @@ def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
 
 def detailed_crops(data: bytes, image: Image.Image, boxes: list[tuple[int, int, int, int]],
                    max_pixels: int) -> list[Image.Image]:
-    """The designs inside `boxes` (analysis-picture pixels), cut from a decode of up to
-    DETAIL_SIDE: on a catalogue page each design spans only a few dozen analysis pixels."""
+    """The designs inside `boxes` (analysis-picture pixels), cut from a more detailed
+    decode: on a catalogue page each design spans only a few dozen analysis pixels."""
     if not boxes:
         return []
-    detail = decode(data, max_pixels=max_pixels, side=DETAIL_SIDE).image
+    # Just enough detail for the largest design to reach CROP_SIDE pixels: a bigger
+    # decode only slows the workers (ORB and the networks' resize work on the crops).
+    largest = max(max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)
+    side = min(DETAIL_SIDE, round(max(image.size) * CROP_SIDE / max(largest, 1)))
+    if side <= max(image.size):
+        return [image.crop(box) for box in boxes]
+    detail = decode(data, max_pixels=max_pixels, side=side).image
     scale = detail.width / image.width
     return [detail.crop(tuple(round(v * scale) for v in box)) for box in boxes]
 
