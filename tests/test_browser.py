@@ -89,6 +89,7 @@ def test_search_page_end_to_end(page, server, cfg, collection):
     expect(page.locator(".error")).to_contain_text("Wrong password")
     log_in(page, server, PASSWORD)
     expect(page.locator("#status-images")).to_have_text("12")
+    expect(page.locator("body[data-ready=true]")).to_be_attached()  # app.js has wired its handlers
 
     drop(page, "#drop", encode(collection["design_05.png"], "JPEG", quality=85), "copy.jpg", "image/jpeg")
     cards = page.locator("#results .card")
@@ -118,6 +119,6 @@ def test_bad_upload_shows_the_servers_message(page, server):
     from playwright.sync_api import expect
 
     log_in(page, server, PASSWORD)
-    expect(page.locator("#drop")).to_be_visible()  # the search page has loaded
+    expect(page.locator("body[data-ready=true]")).to_be_attached()  # app.js has wired its handlers
     drop(page, "#drop", b"this is not an image", "notes.png", "image/png")
     expect(page.locator("#message")).to_contain_text("not a usable image")

@@ -155,3 +155,5 @@ $("add-files").addEventListener("change", async (ev) => {
 });
 showTime(parseFloat($("status-last").dataset.ts));
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
+// Handlers are wired: lets a waiting script (the browser tests) know the page is live.
+document.body.dataset.ready = "true";
