@@ -15,7 +15,7 @@ import numpy as np
 from engine.snapshot import Snapshot
 from engine.store import Entry
 from engine.verdict import DUPLICATE, EXACT, verdict, verified
-from engine.verify import NONE, TWIN_MIN_COLOUR, Points, twin_correlations, verify_all
+from engine.verify import NONE, Points, twin_checks, verify_all
 
 NEIGHBOURS = 10
 # Libraries up to this size get exact neighbours; larger ones an IVF index (approximate).
@@ -125,8 +125,7 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
                 continue
             seen.add(key)
             cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
-            twin = twins.get(j, 0.0) if cosines.get("hsv", 1.0) >= TWIN_MIN_COLOUR else 0.0
-            check = replace(checks.get(j, NONE), twin=twin)
+            check = replace(checks.get(j, NONE), twin=twins.get(j, 0.0))
             label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
             if label in (EXACT, DUPLICATE):
                 pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
@@ -136,12 +135,13 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
 
 
 def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, float]:
-    """Thumbprint correlation of `row` (as is or mirrored) with each candidate."""
+    """The candidates whose thumbprint (and colours, when active) make them twins of `row`."""
     data = snapshot.data
     if snapshot.thumbprints is None or not candidates or not data.present["thumbprint"][row]:
         return {}
-    best = twin_correlations(data.vectors["thumbprint"][row], snapshot.thumbprints[candidates])
-    return dict(zip(candidates, best.tolist()))
+    colours = data.vectors["hsv"] if "hsv" in snapshot.features else None
+    return twin_checks(data.vectors["thumbprint"][row], snapshot.thumbprints, colours,
+                       None if colours is None else colours[row], rows=candidates)
 
 
 def _neighbour_index(fused: np.ndarray) -> faiss.Index:

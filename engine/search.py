@@ -85,7 +85,7 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
         # its image keeps whichever check agrees more, with the region's outline as its box.
         for owner, check in found.items():
             region = owner - snapshot.local.images
-            parent = int(snapshot.region_parent[region]) if region >= 0 and snapshot.region_parent is not None else -1
+            parent = int(snapshot.region_parent[region]) if region >= 0 else -1
             if parent >= 0 and check.inliers > checks.get(parent, NONE).inliers:
                 checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]))
     if snapshot.thumbprints is not None:

@@ -5,7 +5,7 @@ search never sees half an index.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
 
@@ -29,7 +29,7 @@ class Snapshot:
     index: faiss.Index
     local: LocalIndex | None = None  # ORB descriptors of every image and region, for verification
     region_index: faiss.Index | None = None  # fused vectors of the regions inside images
-    region_parent: np.ndarray | None = None  # row of the image each region belongs to
+    region_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # image row of each region
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
 
     @property
@@ -43,7 +43,7 @@ class Snapshot:
     @cached_property
     def _regions_by_parent(self) -> dict[int, list[int]]:
         by_parent: dict[int, list[int]] = {}
-        for region, parent in enumerate(self.region_parent if self.region_parent is not None else ()):
+        for region, parent in enumerate(self.region_parent):
             by_parent.setdefault(int(parent), []).append(region)
         return by_parent
 
@@ -66,9 +66,9 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     local = None
     if "orb" in data.vectors:  # regions' points are in their own crop's pixels
         local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"))
-    region_index, region_parent = _region_index(data, features, used, max(dim, 1))
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
-                    region_index=region_index, region_parent=region_parent, thumbprints=_thumbprints(data))
+                    region_index=_region_index(data, features, used, max(dim, 1)),
+                    region_parent=_region_parents(data), thumbprints=_thumbprints(data))
 
 
 def _thumbprints(data: IndexData) -> np.ndarray | None:
@@ -77,17 +77,21 @@ def _thumbprints(data: IndexData) -> np.ndarray | None:
     return thumbprint.units(data.vectors["thumbprint"]) * data.present["thumbprint"][:, None]
 
 
-def _region_index(data: IndexData, features, weights, dim: int):
-    regions = data.regions
-    if not len(regions) or not features or any(n not in regions.vectors for n in features):
-        return None, None
+def _region_parents(data: IndexData) -> np.ndarray:
+    """Row of the image each region belongs to (-1 for none)."""
     row_of_sha: dict[str, int] = {}
     for i, entry in enumerate(data.entries):
         row_of_sha.setdefault(entry.sha256, i)
-    parent = np.array([row_of_sha.get(sha, -1) for sha in regions.parents], dtype=np.int64)
+    return np.array([row_of_sha.get(sha, -1) for sha in data.regions.parents], dtype=np.int64)
+
+
+def _region_index(data: IndexData, features, weights, dim: int) -> faiss.Index | None:
+    regions = data.regions
+    if not len(regions) or not features or any(n not in regions.vectors for n in features):
+        return None
     index = faiss.IndexFlatIP(dim)
     index.add(fuse({n: regions.vectors[n] for n in features}, weights))
-    return index, parent
+    return index
 
 
 def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

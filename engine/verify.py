@@ -18,7 +18,7 @@ from PIL import Image
 
 from engine.localindex import LocalIndex
 from features import thumbprint
-from features.orb import detect, gray_of, unpack
+from features.orb import detect, detect_mirrored, gray_of, unpack
 
 MIN_MATCHES = 8
 RANSAC_PIXELS = 8.0  # reprojection tolerance, in 512 px analysis-picture pixels
@@ -56,7 +56,7 @@ class Points:
         """A query: as is and mirrored left-right (ORB descriptors are not mirror-invariant)."""
         gray = gray_of(image)
         plain = detect(gray)
-        mirrored = detect(np.ascontiguousarray(gray[:, ::-1]))
+        mirrored = detect_mirrored(gray)
         return cls(views=((False, *plain), (True, *mirrored)))
 
     @classmethod
@@ -92,23 +92,20 @@ TWIN_MIN_COLOUR = 0.5
 
 
 def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray | None = None,
-                colour: np.ndarray | None = None) -> dict[int, float]:
+                colour: np.ndarray | None = None, rows: list[int] | None = None) -> dict[int, float]:
     """Rows whose stored thumbprint is a twin of `grid` (or of its mirror image).
 
-    `thumbprints` holds unit rows (thumbprint.units), zero where missing; with
-    the stored colour histograms and the query's, twins must share colours too.
+    `thumbprints` holds unit rows (thumbprint.units), zero where missing; `rows`
+    limits the look to those rows.  With the stored colour histograms and the
+    query's, twins must share colours too.
     """
-    best = twin_correlations(grid, thumbprints)
-    rows = np.flatnonzero(best >= TWIN_CORRELATION)
-    if colours is not None and colour is not None:
-        rows = rows[colours[rows] @ colour.ravel() >= TWIN_MIN_COLOUR]
-    return {int(row): float(best[row]) for row in rows}
-
-
-def twin_correlations(grid: np.ndarray, thumbprints: np.ndarray) -> np.ndarray:
-    """Each unit row's correlation with `grid`, as is or mirrored, whichever is higher."""
+    rows = np.arange(len(thumbprints)) if rows is None else np.asarray(rows, dtype=np.int64)
     query = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
-    return (thumbprints @ query.T).max(axis=1)
+    best = (thumbprints[rows] @ query.T).max(axis=1)
+    keep = best >= TWIN_CORRELATION
+    if colours is not None and colour is not None:
+        keep &= colours[rows] @ colour.ravel() >= TWIN_MIN_COLOUR
+    return {int(row): float(c) for row, c in zip(rows[keep], best[keep])}
 
 
 def with_twins(checks: dict[int, Verification], twins: dict[int, float]) -> dict[int, Verification]:

@@ -38,6 +38,11 @@ def detect(gray: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, 
     return xy, descriptors[order]
 
 
+def detect_mirrored(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points of the picture mirrored left-right (ORB descriptors are not mirror-invariant)."""
+    return detect(np.ascontiguousarray(gray[:, ::-1]))
+
+
 # Small designs are enlarged to this side before detection: ORB's patches need room.
 MIN_SIDE = 384
 
@@ -88,4 +93,4 @@ class MirroredOrbFeatures(OrbFeatures):
     name = "orb_mirror"
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return np.stack([pack(*detect(np.ascontiguousarray(gray_of(im)[:, ::-1]))) for im in images])
+        return np.stack([pack(*detect_mirrored(gray_of(im))) for im in images])
