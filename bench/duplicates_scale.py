@@ -4,6 +4,9 @@
 Vectors are random unit rows per feature (CLIP 512, ResNet 2048, HSV 256)
 with planted copies (a design plus small noise), so the grouping has real
 groups to find; recall of the planted pairs is reported with the time.
+Content thumbprints (random grids, copies with +-4 grey levels of noise)
+are included; ORB points are not: the local-feature check costs ~60 ms per
+image on this machine (see the README), on top of the figure printed here.
 
     python bench/duplicates_scale.py [--images 100000] [--planted 2000]
 """
@@ -22,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.duplicates import find_groups  # noqa: E402
 from engine.snapshot import build_snapshot  # noqa: E402
 from engine.store import Entry, IndexData  # noqa: E402
-from features import DEFAULT_WEIGHTS, l2_normalize  # noqa: E402
+from features import DEFAULT_WEIGHTS, l2_normalize, thumbprint  # noqa: E402
 
 DIMS = {"clip": 512, "resnet": 2048, "hsv": 256}
 
@@ -38,6 +41,12 @@ def synthetic(n: int, planted: int, rng: np.random.Generator) -> tuple[IndexData
         block[n - planted:] = l2_normalize(copies)
         data.vectors[name], data.present[name] = block, np.ones(n, dtype=bool)
         data.fingerprints[name] = "synthetic"
+    # Content thumbprints (uint8 grids) ride along: the pass looks for twins among them too.
+    grids = rng.integers(0, 256, (n, thumbprint.SIDE ** 2), dtype=np.uint8)
+    noise = rng.integers(-4, 5, (planted, thumbprint.SIDE ** 2))
+    grids[n - planted:] = np.clip(grids[originals].astype(int) + noise, 0, 255).astype(np.uint8)
+    data.vectors["thumbprint"], data.present["thumbprint"] = grids, np.ones(n, dtype=bool)
+    data.fingerprints["thumbprint"] = "synthetic"
     truth = {(int(o), n - planted + k) for k, o in enumerate(originals)}
     return data, truth
 

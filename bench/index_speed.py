@@ -10,6 +10,10 @@ networks (the compute is the same as with the real weights):
 Each phase runs in a fresh child process, so its peak RSS is its own.
 
     python bench/index_speed.py --designs /usr/share/openclipart/png --photos DIR [--count 160]
+
+--photos takes any folder of pictures (e.g. the wallpaper packages'): each one
+of at least 2 MP becomes a 12 MP+ JPEG (upscaled where smaller, quality 92),
+so the set is as large as the folder allows.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--designs", default="/usr/share/openclipart/png")
-    parser.add_argument("--photos", help="folder of >= 12 MP JPEG photos")
+    parser.add_argument("--photos", help="folder of photos (JPEG/PNG/WebP, >= 2 MP): made into >= 12 MP JPEGs")
     parser.add_argument("--count", type=int, default=160, help="images per set")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--search-images", help="collection of an existing (e.g. 8,000-image) index: "
@@ -47,7 +51,7 @@ def main() -> None:
     models = make_random_weights(work / "models")
     sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
     if args.photos:
-        sets["photos"] = pick(Path(args.photos), "*.jp*g", args.count)
+        sets["photos"] = large_photos(Path(args.photos), work / "photo-sources", args.count)
     ctx = mp.get_context("spawn")
     for name, files in sets.items():
         folder = work / name
@@ -87,6 +91,29 @@ def pick(folder: Path, pattern: str, count: int) -> list[Path]:
     files = sorted(folder.rglob(pattern))
     random.Random(3).shuffle(files)
     return files[:count]
+
+
+def large_photos(source: Path, target: Path, count: int) -> list[Path]:
+    """Up to `count` JPEGs of at least 12 MP, one per distinct source picture of >= 2 MP."""
+    from PIL import Image
+
+    target.mkdir(parents=True)
+    made, seen = [], set()
+    for path in pick(source, "*", 10 * count):
+        if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp") or len(made) >= count:
+            continue
+        if path.resolve() in seen:  # the packages link one picture under several sizes
+            continue
+        seen.add(path.resolve())
+        with Image.open(path) as image:
+            if image.width * image.height < 2_000_000:
+                continue
+            scale = max(1.0, (12_000_000 / (image.width * image.height)) ** 0.5)
+            photo = image.convert("RGB").resize((round(image.width * scale) + 1, round(image.height * scale) + 1),
+                                                Image.Resampling.BICUBIC)
+        made.append(target / f"{len(made):04d}.jpg")
+        photo.save(made[-1], "JPEG", quality=92)
+    return made
 
 
 def make_random_weights(folder: Path) -> Path:

@@ -78,14 +78,20 @@ def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
         take = rows * (row_bytes + 1)
         filtered = bytes(pending[:take])
         del pending[:take]
-        header = struct.pack(">IIBBBBB", width, rows + 1, 8, colour, 0, 0, 0)
-        strip = Image.open(io.BytesIO(_png(header, extra, b"\x00" + previous_row + filtered)))
-        strip.load()
-        strip = strip.crop((0, 1, width, rows + 1))
-        previous_row = strip.tobytes()[-row_bytes:]
+        stream = b"\x00" + previous_row + filtered
+        if extra:  # a palette or a transparent key colour: let Pillow's PNG reader apply it
+            header = struct.pack(">IIBBBBB", width, rows + 1, 8, colour, 0, 0, 0)
+            strip = Image.open(io.BytesIO(_png(header, extra, stream)))
+            strip.load()
+        else:  # Pillow's PNG row decoder (filters and all) on the strip, without a PNG around it
+            mode = MODES[colour]
+            strip = Image.frombytes(mode, (width, rows + 1), zlib.compress(stream, 0), "zip", mode)
+        previous_row = strip.crop((0, rows, width, rows + 1)).tobytes()
         if strip.mode == "P":
             strip = strip.convert("RGBA")
-        reduced_strips.append(strip.reduce(factor) if factor > 1 else strip)
+        rows_of_this_strip = (0, 1, width, rows + 1)  # row 0 is the previous strip's last
+        reduced_strips.append(strip.reduce(factor, rows_of_this_strip) if factor > 1
+                              else strip.crop(rows_of_this_strip))
         rows_done += rows
 
     for kind, body in chunks:

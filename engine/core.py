@@ -4,10 +4,12 @@ It knows nothing about HTTP; the web layer and the command line both call it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -21,6 +23,7 @@ from engine.indexer import Indexer, IndexReport
 from engine.regions import RegionProposals
 from engine.search import SearchResult, search
 from engine.snapshot import Snapshot, build_snapshot
+from engine.thumbs import thumb_path
 from features import FEATURE_NAMES
 from features.base import Extractor
 
@@ -71,7 +74,13 @@ class Engine:
             self.extractors, self.missing = dict(extractors), {}
             if config.regions:
                 self.extractors["regions"] = RegionProposals()
-        self._query_lock = threading.Lock()  # one query inference at a time: torch already uses every core
+        # A query's features are computed on this one thread, one query at a time: torch
+        # already uses every core, and each thread that calls it gets its own OpenMP team;
+        # with one per web server thread, their idle teams spinning slowed searches (8,121
+        # designs, both networks, through HTTP: p95 504 -> 377-406 ms over runs). The rest of
+        # a search stays on the caller's thread, so concurrent searches still overlap there
+        # (all of it on this thread cut 16-client throughput from 27.6 to 18.3 requests/s).
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-query")
         self._reindex_lock = threading.Lock()
         self._groups_lock = threading.Lock()
         self._pairs_key: Snapshot | None = None  # the snapshot the cached pairs belong to
@@ -126,19 +135,19 @@ class Engine:
             raise TextSearchUnavailable(
                 "text search needs the CLIP weights: run `python image.py models fetch` or `models import FILE`"
             )
-        with self._query_lock:
-            vector = clip.embed_text([text])[0]
-            image = None
-            if image_data is not None:
-                image = self.decode_query(image_data).image
-                mixed = (1 - text_weight) * clip.embed([image])[0] + text_weight * vector
-                vector = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+        vector = self._inference.submit(clip.embed_text, [text]).result()[0]
+        if image_data is not None:
+            image = self.decode_query(image_data).image
+            mixed = (1 - text_weight) * self.embed(image, ("clip",))["clip"] + text_weight * vector
+            vector = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
         weights = {name: (1.0 if name == "clip" else 0.0) for name in FEATURE_NAMES}
         return search(snap, {"clip": vector}, None, top_k, weights, FEATURE_NAMES)
 
     def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        with self._query_lock:
+        def run() -> dict[str, np.ndarray]:
             return {n: self.extractors[n].embed([image])[0] for n in names if n in self.extractors}
+
+        return self._inference.submit(run).result()
 
     def duplicates(self, threshold: float | None = None) -> list:
         """Every duplicate group in the current index.
@@ -151,7 +160,7 @@ class Engine:
         threshold = CANDIDATE_SCORE if threshold is None else threshold
         snap = self._snapshot
         if threshold < FLOOR_SCORE:
-            return find_groups(snap, threshold)
+            return find_groups(snap, threshold, previews=self.previews(snap))
         return group_pairs(snap, self._pairs_for(snap), threshold)
 
     def warm_duplicates(self) -> None:
@@ -163,9 +172,21 @@ class Engine:
 
         with self._groups_lock:
             if self._pairs_key is not snap:
-                self._pairs = find_pairs(snap, FLOOR_SCORE)
+                self._pairs = find_pairs(snap, FLOOR_SCORE, previews=self.previews(snap))
                 self._pairs_key = snap
             return self._pairs
+
+    def previews(self, snap: Snapshot):
+        """Grey previews of the snapshot's rows, read from the thumbnails (a few hundred kept)."""
+        @functools.lru_cache(maxsize=512)
+        def preview(row: int) -> np.ndarray | None:
+            try:
+                with Image.open(thumb_path(self.config.thumbs_dir, snap.data.entries[row].sha256)) as image:
+                    return np.asarray(image.convert("L"))
+            except OSError:
+                return None
+
+        return preview
 
     # -- indexing ----------------------------------------------------------
     def reindex(self) -> IndexReport:

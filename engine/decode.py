@@ -38,11 +38,17 @@ class UnreadableImage(ValueError):
 
 @dataclass(frozen=True)
 class Decoded:
-    """An analysis-size RGB picture plus the original's oriented dimensions."""
+    """An analysis-size RGB picture plus the original's oriented dimensions.
+
+    `full` is the oriented RGB picture as decoded, before it was shrunk (only
+    when the caller asked for it): region crops come from it without a second
+    decode, which for a PNG would inflate the whole file again.
+    """
 
     image: Image.Image
     width: int
     height: int
+    full: Image.Image | None = None
 
     @property
     def array(self) -> np.ndarray:
@@ -55,14 +61,15 @@ def analysis_scale(width: int, height: int, side: int = ANALYSIS_SIDE) -> float:
     return longest / min(longest, side)
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYSIS_SIDE) -> Decoded:
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYSIS_SIDE,
+           keep_full: bool = False) -> Decoded:
     """Decode image bytes into the shared analysis picture or raise UnreadableImage."""
     if not data:
         raise UnreadableImage("empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode(data, max_pixels, side)
+            return _decode(data, max_pixels, side, keep_full)
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
@@ -71,7 +78,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYS
         raise UnreadableImage("image too large to decode in memory") from exc
 
 
-def _decode(data: bytes, max_pixels: int, side: int) -> Decoded:
+def _decode(data: bytes, max_pixels: int, side: int, keep_full: bool) -> Decoded:
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as exc:  # Pillow raises many types for "not an image"
@@ -88,8 +95,11 @@ def _decode(data: bytes, max_pixels: int, side: int) -> Decoded:
     image = _apply_orientation(image, orientation)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    full = image if keep_full else None
+    if keep_full and max(image.size) > side:
+        image = image.copy()  # thumbnail() works in place; `full` stays as decoded
     image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return Decoded(image=image, width=width, height=height)
+    return Decoded(image=image, width=width, height=height, full=full)
 
 
 def _exif_orientation(image: Image.Image) -> int:

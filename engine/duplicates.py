@@ -1,21 +1,26 @@
 """Every duplicate group in the library: neighbours from FAISS, confirmed, joined.
 
 Each image asks the fused index for its nearest neighbours (not an all-pairs
-loop); a pair above the candidate threshold is confirmed by the same verdict
-rules as a search (geometric verification, or a fused score above the
-duplicate threshold).  Confirmed pairs are joined into connected components.
+loop), the local index for images sharing its points, and the thumbprints for
+twins; a pair above the candidate threshold is confirmed by the same verdict
+rules as a search (geometric verification, twin thumbprints, or a fused score
+above the duplicate threshold), judged from both sides.  Confirmed pairs are
+joined into connected components.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import faiss
 import numpy as np
 
+from engine.agreement import AGREEMENT, analysis_to_preview, edge_agreement
 from engine.snapshot import Snapshot
 from engine.store import Entry
-from engine.verdict import DUPLICATE, EXACT, verdict, verified
-from engine.verify import NONE, Points, twin_checks, verify_all
+from engine.verdict import DUPLICATE, EXACT, VERDICT_ORDER, verdict, verified
+from engine.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
+from features import thumbprint
 
 NEIGHBOURS = 10
 # Libraries up to this size get exact neighbours; larger ones an IVF index (approximate).
@@ -52,16 +57,26 @@ class Group:
         return {"paths": self.paths, "pairs": [p.as_dict() for p in self.pairs], "keep": self.keep}
 
 
-def find_groups(snapshot: Snapshot, threshold: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS) -> list[Group]:
+# Grey preview of an indexed image (by row), or None where there is none.
+Previews = Callable[[int], "np.ndarray | None"]
+
+
+def find_groups(snapshot: Snapshot, threshold: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS,
+                previews: Previews | None = None) -> list[Group]:
     """Groups of two or more images that are copies of each other, largest first."""
-    return group_pairs(snapshot, find_pairs(snapshot, threshold, neighbours), threshold)
+    return group_pairs(snapshot, find_pairs(snapshot, threshold, neighbours, previews), threshold)
 
 
-def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS) -> list[tuple[int, int, Pair]]:
-    """Every confirmed pair whose neighbours were checked from fused score `floor` up (the slow part)."""
+def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS,
+               previews: Previews | None = None) -> list[tuple[int, int, Pair]]:
+    """Every confirmed pair whose neighbours were checked from fused score `floor` up (the slow part).
+
+    With `previews`, local-feature points count only when the two pictures'
+    edges agree once aligned (engine/agreement.py): template siblings share
+    points too.  Without them the other rules (twins, fused score) still apply."""
     if snapshot.size < 2 or not snapshot.features:
         return []
-    return _confirmed_pairs(snapshot, floor, min(neighbours + 1, snapshot.size))
+    return _confirmed_pairs(snapshot, floor, min(neighbours + 1, snapshot.size), previews)
 
 
 def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshold: float) -> list[Group]:
@@ -92,7 +107,7 @@ def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshol
     return groups
 
 
-def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple[int, int, Pair]]:
+def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Previews | None) -> list[tuple[int, int, Pair]]:
     """Pairs of rows confirmed as copies, each pair once."""
     data = snapshot.data
     # A view of the flat index's own storage: no second copy of every vector.
@@ -104,9 +119,11 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
     for start in range(0, len(rows), 1024):  # in slices: rows x k x dim at once would be gigabytes
         block = rows[start:start + 1024]
         scores[start:start + 1024] = np.einsum("ij,ikj->ik", fused[start:start + 1024], fused[np.maximum(block, 0)])
+    twin_rows = _twin_neighbours(snapshot, k)
     stored = data.vectors.get("orb")
-    seen: set[tuple[int, int]] = set()
-    confirmed = []
+    # Each pair is judged from both sides: a crop's own points find its original
+    # when the original's strongest points (elsewhere in the picture) do not.
+    confirmed: dict[tuple[int, int], Pair] = {}
     for i in range(snapshot.size):
         candidates = {int(j): float(s) for s, j in zip(scores[i], rows[i]) if j >= 0 and j != i and s >= threshold}
         checks = {}
@@ -118,20 +135,24 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int) -> list[tuple
             for j, check in checks.items():
                 if verified(check) and j not in candidates:
                     candidates[j] = float(fused[i] @ fused[j])
+        for j in twin_rows.get(i, ()):
+            candidates.setdefault(j, float(fused[i] @ fused[j]))
         twins = _twins(snapshot, i, list(candidates))
         for j, score in candidates.items():
             key = (min(i, j), max(i, j))
-            if key in seen:
-                continue
-            seen.add(key)
             cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
             check = replace(checks.get(j, NONE), twin=twins.get(j, 0.0))
+            if previews is not None and _rests_on_points(check) and not _edges_agree(snapshot, previews, i, j, check):
+                check = replace(check, inliers=0, transform=None)  # a template's points, not a copy's
             label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
-            if label in (EXACT, DUPLICATE):
-                pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
-                            verified(check))
-                confirmed.append((key[0], key[1], pair))
-    return confirmed
+            if label not in (EXACT, DUPLICATE):
+                continue
+            pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
+                        verified(check))
+            known = confirmed.get(key)
+            if known is None or (VERDICT_ORDER[label], -check.inliers) < (VERDICT_ORDER[known.verdict], -known.inliers):
+                confirmed[key] = pair
+    return [(i, j, pair) for (i, j), pair in confirmed.items()]
 
 
 def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, float]:
@@ -142,6 +163,42 @@ def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, flo
     colours = data.vectors["hsv"] if "hsv" in snapshot.features else None
     return twin_checks(data.vectors["thumbprint"][row], snapshot.thumbprints, colours,
                        None if colours is None else colours[row], rows=candidates)
+
+
+def _rests_on_points(check) -> bool:
+    """Whether the local-feature points alone make the check a verified copy."""
+    return check.transform is not None and check.twin < TWIN_CORRELATION and verified(check)
+
+
+def _edges_agree(snapshot: Snapshot, previews: Previews, i: int, j: int, check) -> bool:
+    """Whether, aligned by the check's transform (i -> j), the two previews share their drawing."""
+    src, dst = previews(i), previews(j)
+    if src is None or dst is None:
+        return True  # nothing to compare with: the geometric check stands
+    a, b = snapshot.data.entries[i], snapshot.data.entries[j]
+    share = edge_agreement(src, dst, np.array(check.transform).reshape(2, 3),
+                           analysis_to_preview(src, a.width, a.height), analysis_to_preview(dst, b.width, b.height),
+                           check.mirrored)
+    return share >= AGREEMENT
+
+
+def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:
+    """For each row, the rows whose thumbprints (as is or mirrored) may make twins.
+
+    Among hundreds of stars or icons in one palette the fused neighbours are
+    all lookalikes; a resized star's own twin is found by its thumbprint."""
+    if snapshot.thumbprints is None:
+        return {}
+    units = np.ascontiguousarray(snapshot.thumbprints)
+    flipped = np.ascontiguousarray(thumbprint.units(thumbprint.mirrored(snapshot.data.vectors["thumbprint"])))
+    index = _neighbour_index(units)
+    found: dict[int, list[int]] = {}
+    for query in (units, flipped):
+        scores, rows = index.search(query, k)
+        for i in np.flatnonzero((scores >= TWIN_CORRELATION).any(axis=1)):
+            found.setdefault(int(i), []).extend(int(j) for j, c in zip(rows[i], scores[i])
+                                                if c >= TWIN_CORRELATION and j != i and j >= 0)
+    return found
 
 
 def _neighbour_index(fused: np.ndarray) -> faiss.Index:

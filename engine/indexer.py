@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -32,10 +32,8 @@ log = logging.getLogger(__name__)
 
 # Extractors cheap enough to run inside the decode workers, in parallel.
 WORKER_FEATURES = {"hsv", "orb", "orb_mirror", "thumbprint", "regions"}
-# Features that make up the fused vector; regions are embedded with these ...
-FUSED = {"clip", "resnet", "hsv"}
-# ... and get local-feature points for verification.
-REGION_FEATURES = FUSED | {"orb"}
+# What a region stores: its fused features plus local-feature points for verification.
+REGION_FEATURES = set(regions.EMBEDDED_WITH) | {"orb"}
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -124,12 +122,14 @@ class Indexer:
         try:
             data = (self.config.images / file.path).read_bytes()
             digest = hashlib.sha256(data).hexdigest()
-            decoded = decode(data, max_pixels=self.config.index_max_pixels)
+            with_regions = "regions" in self.extractors
+            decoded = decode(data, max_pixels=self.config.index_max_pixels, keep_full=with_regions)
             prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
             prepared.image = decoded.image
             # Whenever an image is decoded its regions are redone, so they carry every current feature.
-            boxes = regions.propose(decoded.image) if "regions" in self.extractors else []
-            crops = regions.detailed_crops(data, decoded.image, boxes, self.config.index_max_pixels)
+            boxes = regions.propose(decoded.image) if with_regions else []
+            crops = regions.detailed_crops(data, decoded, boxes, self.config.index_max_pixels)
+            decoded = replace(decoded, full=None)  # let the full-size picture go early
             for name in needs & WORKER_FEATURES:
                 prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
             prepared.region_boxes, prepared.region_images = boxes, crops
@@ -172,11 +172,11 @@ class Indexer:
         return len(batch)
 
     def _embed_regions(self, batch: list[Prepared]) -> None:
-        """Every fused feature for every region of the batch (a parent's regions are redone together)."""
+        """The region features for every region of the batch (a parent's regions are redone together)."""
         crops = [im for p in batch for im in p.region_images]
         if not crops:
             return
-        for name in FUSED & self.extractors.keys():
+        for name in (n for n in regions.EMBEDDED_WITH if n in self.extractors):
             rows = self.extractors[name].embed(crops)
             start = 0
             for p in batch:

@@ -9,7 +9,6 @@ correspondences the geometric check needs, so no per-candidate matching runs.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import faiss
@@ -61,22 +60,28 @@ class LocalIndex:
         index.add(codes)
         return cls(index=index, owner=np.concatenate(owners), point=np.concatenate(points), images=len(rows))
 
-    def matches(self, descriptors: np.ndarray, xy: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """For each image row with close descriptors: (query points, stored points) pairs."""
+    def matches(self, descriptors: np.ndarray, xy: np.ndarray,
+                at_least: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """For each owner with `at_least` close descriptors: (query points, stored points) pairs.
+
+        Each query point gives one correspondence per owner, its nearest stored
+        point there; pairs come in query-point order."""
         if not len(descriptors):
             return {}
         distances, ids = self.index.search(np.ascontiguousarray(descriptors), NEIGHBOURS)
-        pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        for q in range(len(descriptors)):
-            taken = set()
-            for distance, stored in zip(distances[q], ids[q]):
-                if stored < 0 or distance > MAX_HAMMING:
-                    continue
-                row = int(self.owner[stored])
-                if row not in taken:  # one correspondence per query point and image
-                    taken.add(row)
-                    pairs[row].append((q, int(stored)))
-        return {
-            row: (xy[[q for q, _ in found]], self.point[[s for _, s in found]])
-            for row, found in pairs.items()
-        }
+        queries = np.repeat(np.arange(len(descriptors), dtype=np.int64), ids.shape[1])
+        stored, distances = ids.ravel(), distances.ravel()
+        close = (stored >= 0) & (distances <= MAX_HAMMING)
+        queries, stored = queries[close], stored[close]
+        owners = self.owner[stored].astype(np.int64)
+        # Sorted by (owner, query point); the first of each pair in the search's order
+        # (nearest first) is the one kept.
+        _, first = np.unique(owners * len(descriptors) + queries, return_index=True)
+        owners, queries, stored = owners[first], queries[first], stored[first]
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        counts = np.diff(np.r_[starts, len(owners)])
+        found = {}
+        for start, count in zip(starts[counts >= at_least], counts[counts >= at_least]):
+            picks = slice(start, start + count)
+            found[int(owners[start])] = (xy[queries[picks]], self.point[stored[picks]])
+        return found

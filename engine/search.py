@@ -60,14 +60,14 @@ def search(
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
     shares = normalize_weights(weights, features)
-    vector = _query_vector(snapshot, query, shares)  # once: whole images and regions share it
+    vector = _query_vector(query, shares, snapshot.data.vectors, snapshot.weights)
     rows = dict.fromkeys(_fused_candidates(snapshot, vector, top_k * OVERFETCH))  # ordered, unique
     checks: dict[int, Verification] = {}
     if image is not None:
         checks = _verify(snapshot, image, {n: query[n] for n in shares})
         supported = (r for r, c in checks.items() if verified(c) or support(c) > 0)
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
-    regions = _region_hits(snapshot, vector, query, shares, top_k * OVERFETCH)
+    regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
     results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, regions)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
@@ -95,10 +95,16 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
     return checks
 
 
-def _region_hits(snapshot: Snapshot, vector, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:
-    """Best region per parent row: (fused score, per-feature cosines, box in analysis pixels)."""
-    if snapshot.region_index is None:
+def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:
+    """Best region per parent row: (fused score, per-feature cosines, box in analysis pixels).
+
+    Regions carry fewer features than whole images; the query's weights are
+    shared out over the ones they have."""
+    names = [n for n in snapshot.region_weights if shares.get(n, 0) > 0]
+    if snapshot.region_index is None or not names:
         return {}
+    region_shares = normalize_weights(shares, names)
+    vector = _query_vector(query, region_shares, snapshot.data.regions.vectors, snapshot.region_weights)
     _, hits = snapshot.region_index.search(vector, min(k, snapshot.region_index.ntotal))
     regions = snapshot.data.regions
     best: dict[int, tuple[float, dict, tuple]] = {}
@@ -106,20 +112,20 @@ def _region_hits(snapshot: Snapshot, vector, query, shares, k: int) -> dict[int,
         parent = int(snapshot.region_parent[region]) if region >= 0 else -1
         if parent < 0:
             continue
-        cos = {n: float(regions.vectors[n][region] @ query[n].ravel()) for n in shares}
-        score = sum(shares[n] * cos[n] for n in shares)
+        cos = {n: float(regions.vectors[n][region] @ query[n].ravel()) for n in region_shares}
+        score = sum(region_shares[n] * cos[n] for n in region_shares)
         if parent not in best or score > best[parent][0]:
             best[parent] = (score, cos, tuple(regions.boxes[region]))
     return best
 
 
-def _query_vector(snapshot: Snapshot, query, shares) -> np.ndarray:
-    blocks = {n: query[n] if n in shares else np.zeros(snapshot.data.vectors[n].shape[1], np.float32)
-              for n in snapshot.features}
+def _query_vector(query, shares, stored: Mapping[str, np.ndarray], stored_weights) -> np.ndarray:
+    """The query fused like the stored rows (built with `stored_weights`), weighted by `shares`."""
+    blocks = {n: query[n] if n in shares else np.zeros(stored[n].shape[1], np.float32) for n in stored_weights}
     vector = fuse_query(
-        {n: blocks[n].reshape(1, -1) for n in snapshot.features},
-        {n: shares.get(n, 0.0) for n in snapshot.features},
-        snapshot.weights,
+        {n: block.reshape(1, -1) for n, block in blocks.items()},
+        {n: shares.get(n, 0.0) for n in stored_weights},
+        stored_weights,
     )
     return vector.reshape(1, -1)
 

@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 from engine.localindex import LocalIndex
+from engine.regions import EMBEDDED_WITH
 from engine.store import IndexData
 from features import thumbprint
 from features.fusion import fuse, normalize_weights
@@ -28,7 +29,8 @@ class Snapshot:
     weights: Mapping[str, float]  # the weights the fused rows were built with
     index: faiss.Index
     local: LocalIndex | None = None  # ORB descriptors of every image and region, for verification
-    region_index: faiss.Index | None = None  # fused vectors of the regions inside images
+    region_index: faiss.Index | None = None  # fused vectors of the regions inside images ...
+    region_weights: Mapping[str, float] = field(default_factory=dict)  # ... made of these features
     region_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # image row of each region
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
 
@@ -66,8 +68,9 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     local = None
     if "orb" in data.vectors:  # regions' points are in their own crop's pixels
         local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"))
+    region_index, region_weights = _region_index(data, features, used)
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
-                    region_index=_region_index(data, features, used, max(dim, 1)),
+                    region_index=region_index, region_weights=region_weights,
                     region_parent=_region_parents(data), thumbprints=_thumbprints(data))
 
 
@@ -85,13 +88,16 @@ def _region_parents(data: IndexData) -> np.ndarray:
     return np.array([row_of_sha.get(sha, -1) for sha in data.regions.parents], dtype=np.int64)
 
 
-def _region_index(data: IndexData, features, weights, dim: int) -> faiss.Index | None:
-    regions = data.regions
-    if not len(regions) or not features or any(n not in regions.vectors for n in features):
-        return None
-    index = faiss.IndexFlatIP(dim)
-    index.add(fuse({n: regions.vectors[n] for n in features}, weights))
-    return index
+def _region_index(data: IndexData, features, weights) -> tuple[faiss.Index | None, dict[str, float]]:
+    """Fused vectors of the regions over the active features regions are embedded with."""
+    vectors = data.regions.vectors
+    names = [n for n in features if n in EMBEDDED_WITH and n in vectors and weights.get(n, 0) > 0]
+    if not len(data.regions) or not names:
+        return None, {}
+    shares = normalize_weights(weights, names)
+    index = faiss.IndexFlatIP(sum(vectors[n].shape[1] for n in names))
+    index.add(fuse({n: vectors[n] for n in names}, shares))
+    return index, shares
 
 
 def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

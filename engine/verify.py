@@ -31,6 +31,7 @@ class Verification:
     mirrored: bool
     matches: int = 0  # correspondences RANSAC was given; inliers / matches is the agreement
     twin: float = 0.0  # correlation of the two content thumbprints (features/thumbprint.py)
+    transform: tuple[float, ...] | None = None  # the 2x3 mapping found, row by row (query -> candidate)
 
     def scaled(self, scale: float, size: tuple[int, int]) -> "Verification":
         """The box in the candidate's original pixels."""
@@ -74,8 +75,8 @@ def verify_all(points: Points, local: LocalIndex, exclude: int | None = None,
     with `regions`, regions too (as local.images + region number)."""
     best: dict[int, Verification] = {}
     for mirrored, xy, descriptors in points.views:
-        for row, (src, dst) in local.matches(descriptors, xy).items():
-            if row == exclude or len(src) < MIN_MATCHES or (row >= local.images and not regions):
+        for row, (src, dst) in local.matches(descriptors, xy, at_least=MIN_MATCHES).items():
+            if row == exclude or (row >= local.images and not regions):
                 continue
             check = geometric_check(src, dst, mirrored)
             if check.inliers > best.get(row, NONE).inliers:
@@ -135,7 +136,8 @@ def geometric_check(src: np.ndarray, dst: np.ndarray, mirrored: bool = False) ->
     x0, y0 = kept.min(axis=0)
     x1, y1 = kept.max(axis=0)
     box = (float(x0), float(y0), float(x1), float(y1))
-    return Verification(inliers=inliers, box=box, mirrored=mirrored, matches=len(src))
+    return Verification(inliers=inliers, box=box, mirrored=mirrored, matches=len(src),
+                        transform=tuple(float(v) for v in transform.ravel()))
 
 
 def _plausible(transform: np.ndarray) -> bool:

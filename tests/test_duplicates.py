@@ -61,5 +61,35 @@ def test_any_threshold_filters_the_cached_report_exactly(library):
 
     for threshold in (0.5, 0.8, 0.95):
         cached = {frozenset(g.paths) for g in library.duplicates(threshold)}
-        fresh = {frozenset(g.paths) for g in find_groups(library.snapshot, threshold)}
+        groups = find_groups(library.snapshot, threshold, previews=library.previews(library.snapshot))
+        fresh = {frozenset(g.paths) for g in groups}
         assert cached == fresh
+
+
+class UnrelatedVectors:
+    """A network feature that sees every picture as unrelated to every other (random rows),
+    so no pair is anyone's fused neighbour."""
+
+    name, dim = "clip", 512
+
+    def fingerprint(self) -> str:
+        return "random-rows"
+
+    def embed(self, images):
+        import numpy as np
+
+        from features import l2_normalize
+
+        rng = np.random.default_rng(len(images))
+        return l2_normalize(rng.standard_normal((len(images), self.dim)))
+
+
+def test_a_resized_icon_is_grouped_by_its_thumbprint_even_when_no_fused_neighbour_leads_to_it(cfg, collection):
+    from features.thumbprint import ThumbprintFeatures
+
+    flat(collection["design_04.png"]).resize((120, 120)).save(cfg.images / "design_04_small.png")
+    engine = Engine(cfg, extractors={"clip": UnrelatedVectors(), "hsv": HsvHistogram(),
+                                     "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    groups = [frozenset(g.paths) for g in engine.duplicates()]
+    assert groups == [frozenset({"design_04.png", "design_04_small.png"})]

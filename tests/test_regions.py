@@ -38,10 +38,15 @@ def test_proposals_find_separate_designs_and_skip_single_ones():
 def test_design_on_a_sheet_is_found_with_its_box(cfg, collection):
     sheet, boxes = sheet_of([301, 302, 303, 304])
     sheet.save(cfg.images / "sheet.png")
-    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
+    clip, resnet = CountingExtractor("clip"), CountingExtractor("resnet")
+    engine = Engine(cfg, extractors={"clip": clip, "resnet": resnet, "hsv": HsvHistogram()})
     engine.reindex()
     sheet_sha = next(e.sha256 for e in engine.snapshot.data.entries if e.path == "sheet.png")
-    assert 4 <= engine.snapshot.data.regions.parents.count(sheet_sha) <= MAX_REGIONS
+    regions = engine.snapshot.data.regions.parents.count(sheet_sha)
+    assert 4 <= regions <= MAX_REGIONS
+    # Regions are embedded with CLIP and colour only: ResNet work stays one input per image.
+    images, all_regions = len(engine.snapshot.data), len(engine.snapshot.data.regions)
+    assert (clip.embedded, resnet.embedded) == (images + all_regions, images)
     design = make_design(301, size=300)
     flat = Image.new("RGB", design.size, "white")
     flat.paste(design, mask=design.getchannel("A"))
