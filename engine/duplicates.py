@@ -15,10 +15,10 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from engine.agreement import AGREEMENT, analysis_to_preview, edge_agreement
+from engine.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
 from engine.snapshot import Snapshot
 from engine.store import Entry
-from engine.verdict import DUPLICATE, EXACT, VERDICT_ORDER, verdict, verified
+from engine.verdict import DUPLICATE, EXACT, SIMILAR, VERDICT_ORDER, support, verdict, verified
 from engine.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
 from features import thumbprint
 
@@ -133,7 +133,8 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
             mirrored = mirror[i] if mirror is not None and data.present["orb_mirror"][i] else None
             checks = verify_all(Points.of_row(stored[i], LIBRARY_POINTS, mirrored), snapshot.local, exclude=i)
             for j, check in checks.items():
-                if verified(check) and j not in candidates:
+                # Support short of verification is weighed too when the drawings can be compared.
+                if (verified(check) or (previews is not None and support(check) > 0)) and j not in candidates:
                     candidates[j] = float(fused[i] @ fused[j])
         for j in twin_rows.get(i, ()):
             candidates.setdefault(j, float(fused[i] @ fused[j]))
@@ -142,13 +143,19 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
             key = (min(i, j), max(i, j))
             cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
             check = replace(checks.get(j, NONE), twin=twins.get(j, 0.0))
-            if previews is not None and _rests_on_points(check) and not _edges_agree(snapshot, previews, i, j, check):
-                check = replace(check, inliers=0, transform=None)  # a template's points, not a copy's
+            drawing = _drawing(snapshot, previews, i, j, check)
+            if drawing is not None and verified(check) and not drawing.shared():
+                # A template's points, or thumbprints alike only at 24 px (stars of 51 and 81 points).
+                check = replace(check, inliers=0, transform=None, twin=0.0)
             label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
+            confirmed_by_points = verified(check)
+            if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
+                # Too few points alone, but the aligned drawings coincide: two kinds of evidence.
+                label, confirmed_by_points = DUPLICATE, True
             if label not in (EXACT, DUPLICATE):
                 continue
             pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
-                        verified(check))
+                        confirmed_by_points)
             known = confirmed.get(key)
             if known is None or (VERDICT_ORDER[label], -check.inliers) < (VERDICT_ORDER[known.verdict], -known.inliers):
                 confirmed[key] = pair
@@ -165,21 +172,28 @@ def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, flo
                        None if colours is None else colours[row], rows=candidates)
 
 
-def _rests_on_points(check) -> bool:
-    """Whether the local-feature points alone make the check a verified copy."""
-    return check.transform is not None and check.twin < TWIN_CORRELATION and verified(check)
+def _drawing(snapshot: Snapshot, previews: Previews | None, i: int, j: int, check) -> Agreement | None:
+    """How far the two previews share their drawing, aligned by the check's transform (i -> j).
 
-
-def _edges_agree(snapshot: Snapshot, previews: Previews, i: int, j: int, check) -> bool:
-    """Whether, aligned by the check's transform (i -> j), the two previews share their drawing."""
+    Twins not verified by their points as well are aligned by their designs'
+    extents.  None where there is nothing to weigh: no previews, or neither
+    points nor twins."""
+    if previews is None or (check.transform is None and check.twin < TWIN_CORRELATION):
+        return None
     src, dst = previews(i), previews(j)
     if src is None or dst is None:
-        return True  # nothing to compare with: the geometric check stands
+        return None  # nothing to compare with: the other checks stand
+    if check.twin >= TWIN_CORRELATION and not _rests_on_points(check):
+        return content_agreement(src, dst)  # twins carry no transform: align the designs' extents
     a, b = snapshot.data.entries[i], snapshot.data.entries[j]
-    share = edge_agreement(src, dst, np.array(check.transform).reshape(2, 3),
-                           analysis_to_preview(src, a.width, a.height), analysis_to_preview(dst, b.width, b.height),
-                           check.mirrored)
-    return share >= AGREEMENT
+    return edge_agreement(src, dst, np.array(check.transform).reshape(2, 3),
+                          analysis_to_preview(src, a.width, a.height), analysis_to_preview(dst, b.width, b.height),
+                          check.mirrored)
+
+
+def _rests_on_points(check) -> bool:
+    """Whether the local-feature points alone, without the thumbprints, make a verified copy."""
+    return check.transform is not None and verified(replace(check, twin=0.0))
 
 
 def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:

@@ -22,12 +22,9 @@ VERSION = f"thumbprint-{SIDE}-ink-extent-v2"
 def grid(image: Image.Image) -> np.ndarray:
     """SIDE x SIDE grey picture of the content, letterboxed on white, as uint8."""
     gray = np.asarray(image.convert("L"))
-    ink = np.where(gray < PAGE, 255.0 - gray, 0.0)
-    if ink.sum() > 0:
-        # The extent holding all but a sliver of the ink: JPEG ringing and stray
-        # pixels at the edges do not move it.
-        top, bottom = _extent(ink.sum(axis=1))
-        left, right = _extent(ink.sum(axis=0))
+    box = ink_box(gray)
+    if box is not None:
+        top, bottom, left, right = box
         gray = gray[top: bottom + 1, left: right + 1]
     height, width = gray.shape
     side = max(height, width)
@@ -35,6 +32,19 @@ def grid(image: Image.Image) -> np.ndarray:
     top, left = (side - height) // 2, (side - width) // 2
     square[top: top + height, left: left + width] = gray
     return np.asarray(Image.fromarray(square).resize((SIDE, SIDE), Image.Resampling.BOX)).ravel()
+
+
+def ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Top, bottom, left, right (inclusive) of the design on its page; None on a blank page.
+
+    The extent holding all but a sliver of the ink: JPEG ringing and stray
+    pixels at the edges do not move it."""
+    ink = np.where(gray < PAGE, 255.0 - gray, 0.0)
+    if ink.sum() <= 0:
+        return None
+    top, bottom = _extent(ink.sum(axis=1))
+    left, right = _extent(ink.sum(axis=0))
+    return top, bottom, left, right
 
 
 def _extent(profile: np.ndarray, sliver: float = 0.005) -> tuple[int, int]:

@@ -3,7 +3,7 @@ aligned; designs that only share a template (frame, border, watermark) do not.""
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.agreement import AGREEMENT, edge_agreement
+from engine.agreement import AGREEMENT, content_agreement, edge_agreement
 from conftest import make_design
 
 
@@ -37,17 +37,50 @@ def test_a_rotated_smaller_copy_agrees_once_aligned():
     rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) / scale
     centre_copy, centre = np.array([77.0, 77.0]), np.array([128.0, 128.0])
     transform = np.hstack([rotation, (centre - rotation @ centre_copy)[:, None]])
-    assert edge_agreement(copy, design, transform, 1.0, 1.0) >= AGREEMENT
+    assert edge_agreement(copy, design, transform, 1.0, 1.0).shared()
 
 
 def test_a_mirrored_copy_agrees_when_the_check_says_mirrored():
     design = grey(make_design(12, size=200))
     mirrored = np.ascontiguousarray(design[:, ::-1])
-    assert edge_agreement(mirrored, design, IDENTITY, 1.0, 1.0, mirrored=True) >= AGREEMENT
-    assert edge_agreement(mirrored, design, IDENTITY, 1.0, 1.0, mirrored=False) < AGREEMENT
+    assert edge_agreement(mirrored, design, IDENTITY, 1.0, 1.0, mirrored=True).close()
+    assert not edge_agreement(mirrored, design, IDENTITY, 1.0, 1.0, mirrored=False).shared()
 
 
 def test_designs_sharing_only_a_frame_do_not_agree():
     for seed in (21, 23, 25):
-        assert edge_agreement(grey(framed(seed)), grey(framed(seed + 1)), IDENTITY, 1.0, 1.0) < AGREEMENT
-        assert edge_agreement(grey(framed(seed)), grey(framed(seed)), IDENTITY, 1.0, 1.0) >= AGREEMENT
+        assert not edge_agreement(grey(framed(seed)), grey(framed(seed + 1)), IDENTITY, 1.0, 1.0).shared()
+        assert edge_agreement(grey(framed(seed)), grey(framed(seed)), IDENTITY, 1.0, 1.0).close()
+
+
+def sign(seed: int) -> Image.Image:
+    """A warning sign: a heavy shared triangle around a small pictogram of its own."""
+    sheet = Image.new("RGBA", (256, 256), "white")
+    ImageDraw.Draw(sheet).polygon([(128, 10), (246, 236), (10, 236)], outline="black", width=14)
+    design = make_design(seed, size=90)
+    sheet.paste(design, (83, 120), mask=design.getchannel("A"))
+    return sheet
+
+
+def test_siblings_on_one_template_share_much_but_neither_contains_the_other():
+    for seed in (31, 33, 35):
+        agreement = edge_agreement(grey(sign(seed)), grey(sign(seed + 1)), IDENTITY, 1.0, 1.0)
+        assert agreement.least >= AGREEMENT  # the triangle alone makes most of each drawing agree
+        assert not agreement.shared()
+
+
+def test_a_watermarked_copy_contains_its_original():
+    design = sign(31)
+    marked = design.copy()
+    ImageDraw.Draw(marked).text((20, 40), "SAMPLE", fill=(120, 120, 120), font_size=40)
+    agreement = edge_agreement(grey(marked), grey(design), IDENTITY, 1.0, 1.0)
+    assert agreement.shared() and agreement.most >= 0.95
+
+
+def test_twins_are_aligned_by_their_designs_extents():
+    design = make_design(41, size=200)
+    on_canvas = Image.new("RGBA", (300, 260), "white")
+    smaller = design.resize((120, 120), Image.Resampling.LANCZOS).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    on_canvas.paste(smaller, (150, 90), mask=smaller.getchannel("A"))
+    assert content_agreement(grey(on_canvas), grey(design)).close()
+    assert not content_agreement(grey(make_design(42, size=200)), grey(design)).shared()
