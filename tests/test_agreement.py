@@ -3,7 +3,7 @@ aligned; designs that only share a template (frame, border, watermark) do not.""
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.agreement import AGREEMENT, content_agreement, edge_agreement
+from engine.agreement import content_agreement, edge_agreement
 from conftest import make_design
 
 
@@ -65,7 +65,7 @@ def sign(seed: int) -> Image.Image:
 def test_siblings_on_one_template_share_much_but_neither_contains_the_other():
     for seed in (31, 33, 35):
         agreement = edge_agreement(grey(sign(seed)), grey(sign(seed + 1)), IDENTITY, 1.0, 1.0)
-        assert agreement.least >= AGREEMENT  # the triangle alone makes most of each drawing agree
+        assert agreement.least >= 0.6  # the triangle alone makes most of each drawing agree
         assert not agreement.shared()
 
 
