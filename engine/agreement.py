@@ -99,20 +99,15 @@ def content_agreement(src: np.ndarray, dst: np.ndarray) -> Agreement:
 
     For twin thumbprints, which carry no transform: the thumbprint is the design
     cropped to its ink, so the same crop-and-scale lines the two previews up."""
-    best = Agreement(0.0, 0.0)
-    for mirrored in (False, True):
-        transform = _box_to_box(src[:, ::-1] if mirrored else src, dst)
-        if transform is None:
-            return Agreement(1.0, 1.0)  # a blank page on either side: nothing contradicts
-        best = max(best, edge_agreement(src, dst, transform, 1.0, 1.0, mirrored))
-    return best
-
-
-def _box_to_box(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
-    """The scale-and-shift taking src's ink extent onto dst's, centres and longer sides matched."""
-    a, b = ink_box(src), ink_box(dst)
+    a, flipped, b = ink_box(src), ink_box(src[:, ::-1]), ink_box(dst)
     if a is None or b is None:
-        return None
+        return Agreement(1.0, 1.0)  # a blank page on either side: nothing contradicts
+    return max(edge_agreement(src, dst, _box_to_box(box, b), 1.0, 1.0, mirrored)
+               for mirrored, box in ((False, a), (True, flipped)))
+
+
+def _box_to_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> np.ndarray:
+    """The scale-and-shift taking ink extent `a` onto `b`, centres and longer sides matched."""
     (at, ab, al, ar), (bt, bb, bl, br) = a, b
     scale = max(bb - bt, br - bl, 1) / max(ab - at, ar - al, 1)
     centre_a = np.array([(al + ar) / 2, (at + ab) / 2])

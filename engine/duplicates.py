@@ -71,9 +71,10 @@ def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: i
                previews: Previews | None = None) -> list[tuple[int, int, Pair]]:
     """Every confirmed pair whose neighbours were checked from fused score `floor` up (the slow part).
 
-    With `previews`, local-feature points count only when the two pictures'
-    edges agree once aligned (engine/agreement.py): template siblings share
-    points too.  Without them the other rules (twins, fused score) still apply."""
+    With `previews`, local-feature points and twin thumbprints count only when
+    the two pictures' edges agree once aligned (engine/agreement.py): template
+    siblings share points too; and a few points whose drawings coincide count.
+    Without them the other rules (fused score) still apply."""
     if snapshot.size < 2 or not snapshot.features:
         return []
     return _confirmed_pairs(snapshot, floor, min(neighbours + 1, snapshot.size), previews)
@@ -176,9 +177,9 @@ def _drawing(snapshot: Snapshot, previews: Previews | None, i: int, j: int, chec
     """How far the two previews share their drawing, aligned by the check's transform (i -> j).
 
     Twins not verified by their points as well are aligned by their designs'
-    extents.  None where there is nothing to weigh: no previews, or neither
-    points nor twins."""
-    if previews is None or (check.transform is None and check.twin < TWIN_CORRELATION):
+    extents.  None where nothing would be decided by it: no previews, or too
+    few points and no twin (most candidates in a library pass)."""
+    if previews is None or not (verified(check) or support(check) > 0):
         return None
     src, dst = previews(i), previews(j)
     if src is None or dst is None:
