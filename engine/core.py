@@ -24,6 +24,7 @@ from engine.regions import RegionProposals
 from engine.search import SearchResult, search
 from engine.snapshot import Snapshot, build_snapshot
 from engine.thumbs import thumb_path
+from engine.threads import one_blas_thread
 from features import FEATURE_NAMES
 from features.base import Extractor
 
@@ -66,6 +67,7 @@ class ReindexProgress:
 class Engine:
     def __init__(self, config: Config, extractors: Mapping[str, Extractor] | None = None) -> None:
         self.config = config
+        one_blas_thread()
         self._fixed_extractors = extractors is not None
         if extractors is None:
             self.extractors, self.missing = models.load_extractors(config.models_dir, config.batch_size, config.regions)

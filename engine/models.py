@@ -1,6 +1,7 @@
 """Model weights: where they are expected, fetching, importing, and building extractors."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
@@ -80,7 +81,8 @@ def load_extractors(
                 f"run `python image.py models fetch` or `models import FILE`"
             )
             continue
-        extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size)
+        extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size,
+                                   sample=precision_sample)
     extractors["hsv"] = HsvHistogram()
     extractors["orb"] = OrbFeatures()
     extractors["orb_mirror"] = MirroredOrbFeatures()
@@ -88,6 +90,26 @@ def load_extractors(
     if regions:
         extractors["regions"] = region_boxes.RegionProposals()
     return extractors, missing
+
+
+# Real designs on which a lower precision must keep each network's features
+# (features/precision.py): the ones shipped as the demo collection.
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "static" / "images"
+SAMPLE_SIZE = 16
+
+
+@functools.lru_cache(maxsize=1)
+def precision_sample() -> tuple:
+    """Up to SAMPLE_SIZE bundled designs, decoded as indexing decodes them."""
+    from engine.decode import UnreadableImage, decode
+
+    pictures = []
+    for path in sorted(SAMPLE_DIR.glob("*.png"))[:SAMPLE_SIZE]:
+        try:
+            pictures.append(decode(path.read_bytes()).image)
+        except (OSError, UnreadableImage):
+            continue
+    return tuple(pictures)
 
 
 def fetch(models_dir: Path, progress: Callable[[str, int, int], None] | None = None) -> list[str]:

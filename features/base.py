@@ -1,11 +1,16 @@
 """What every extractor provides, and the helpers they share."""
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+from features import precision
+
+log = logging.getLogger(__name__)
 
 # Both networks see the design letterboxed onto a white 224 px square.
 INPUT_SIDE = 224
@@ -87,15 +92,33 @@ class NetworkExtractor:
     architecture: str
     mean: np.ndarray
     std: np.ndarray
+    offers_int8 = False
 
-    def __init__(self, weights, digest: str, batch_size: int = 32) -> None:
+    def __init__(self, weights, digest: str, batch_size: int = 32,
+                 sample: Callable[[], Sequence[Image.Image]] | None = None) -> None:
+        """`sample`: real designs on which a lower precision must prove itself
+        (features/precision.py); without one the network stays in fp32."""
         self.weights = weights
         self.digest = digest
         self.batch_size = batch_size
-        self._model = LazyModel(self._build)
+        self._sample = sample
+        self._choice: precision.Choice | None = None
+        self._model = LazyModel(self._load)
 
     def fingerprint(self) -> str:
-        return f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
+        base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
+        # fp32 keeps the fingerprint it always had, so earlier indexes stay valid;
+        # int8 vectors are never mixed with fp32 ones (an exact copy must score ~1).
+        return base if self.precision().precision == precision.FP32 else f"{base}:int8-dynamic"
+
+    def precision(self) -> precision.Choice:
+        """The precision this network runs in (building the model: the choice needs it loaded)."""
+        if self._choice is None:
+            if self._tries_int8:
+                self._model.get()
+            else:
+                self._choice = precision.ONLY_FP32
+        return self._choice
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
@@ -108,8 +131,52 @@ class NetworkExtractor:
                 rows.append(self._forward(model, batch).float().numpy())
         return l2_normalize(np.concatenate(rows))
 
+    @property
+    def _memo(self):
+        from pathlib import Path
+
+        return Path(self.weights).parent / precision.MEMO
+
+    @property
+    def _tries_int8(self) -> bool:
+        return self.offers_int8 and self._sample is not None
+
+    def _load(self):
+        model = self._build()
+        if not self._tries_int8:
+            self._choice = precision.ONLY_FP32
+            return model
+        try:
+            quantized = self._quantized(model)
+        except Exception as exc:  # any torch without the int8 kernels: fp32 it is
+            log.warning("%s: int8 not available (%s); running in fp32", self.name, exc)
+            self._choice = precision.ONLY_FP32
+            return model
+        key = precision.memo_key(self.architecture, self.digest)
+        choice = precision.remembered(self._memo, key) or self._measure(model, quantized, key)
+        log.info("%s runs in %s", self.name, choice.reason)
+        self._choice = choice
+        return self._adopt(model, quantized) if choice.precision == precision.INT8 else model
+
+    def _measure(self, model, quantized, key: str) -> precision.Choice:
+        pictures = list(self._sample())[: max(2, self.batch_size)]
+        if not pictures:
+            return precision.ONLY_FP32  # nothing to prove int8 on
+        batch = to_batch(pictures, self.mean, self.std)
+        choice = precision.measure(lambda b: self._forward(model, b), lambda b: self._forward(quantized, b), batch)
+        precision.remember(self._memo, key, choice)
+        return choice
+
     def _build(self):
         raise NotImplementedError
+
+    def _quantized(self, model):
+        """The model in int8, for subclasses that offer it (`offers_int8`)."""
+        raise NotImplementedError
+
+    def _adopt(self, model, quantized):
+        """The model to keep once the lower precision is chosen."""
+        return quantized
 
     def _forward(self, model, batch):
         raise NotImplementedError

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from features import precision
 from features.base import NetworkExtractor, l2_normalize
 from features.weights import WeightsSpec
 
@@ -57,6 +58,7 @@ class ClipExtractor(NetworkExtractor):
     dim = 512
     architecture = ARCHITECTURE
     mean, std = MEAN, STD
+    offers_int8 = True
 
     def _build(self):
         import open_clip
@@ -71,15 +73,24 @@ class ClipExtractor(NetworkExtractor):
             log.warning("CLIP weights %s are not the official file (sha256 %s...)", self.weights, self.digest[:12])
         open_clip.load_checkpoint(model, str(self.weights), weights_only=not official)
         model.eval()
-        return model, open_clip.get_tokenizer(ARCHITECTURE)
+        return model.visual, model, open_clip.get_tokenizer(ARCHITECTURE)
+
+    def _quantized(self, model):
+        image_tower, clip, tokenizer = model
+        return precision.quantize_linear(image_tower), clip, tokenizer
+
+    def _adopt(self, model, quantized):
+        image_tower, clip, tokenizer = quantized
+        clip.visual = image_tower  # the text tower never uses it; the fp32 copy is freed
+        return quantized
 
     def _forward(self, model, batch):
-        clip, _ = model
-        return clip.encode_image(batch)
+        image_tower, _, _ = model
+        return image_tower(batch)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        model, tokenizer = self._model.get()
+        _, model, tokenizer = self._model.get()
         with torch.inference_mode():
             return l2_normalize(model.encode_text(tokenizer(list(texts))).float().numpy())
