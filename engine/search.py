@@ -90,7 +90,8 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
                 checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]))
     if snapshot.thumbprints is not None:
         colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
-        twins = twin_checks(thumbprint.grid(image), snapshot.thumbprints, colours, query.get("hsv"))
+        twins = twin_checks(thumbprint.grid(image), snapshot.thumbprints, colours, query.get("hsv"),
+                            inks=snapshot.inks)
         checks = with_twins(checks, twins)
     return checks
 

@@ -33,6 +33,7 @@ class Snapshot:
     region_weights: Mapping[str, float] = field(default_factory=dict)  # ... made of these features
     region_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # image row of each region
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
+    inks: np.ndarray | None = None  # how much ink each thumbprint holds (thumbprint.ink)
 
     @property
     def size(self) -> int:
@@ -71,7 +72,8 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     region_index, region_weights = _region_index(data, features, used)
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_weights=region_weights,
-                    region_parent=_region_parents(data), thumbprints=_thumbprints(data))
+                    region_parent=_region_parents(data), thumbprints=_thumbprints(data),
+                    inks=thumbprint.ink(data.vectors["thumbprint"]) if "thumbprint" in data.vectors else None)
 
 
 def _thumbprints(data: IndexData) -> np.ndarray | None:

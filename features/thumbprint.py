@@ -61,6 +61,13 @@ def units(rows: np.ndarray) -> np.ndarray:
     return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-6)
 
 
+def ink(rows: np.ndarray) -> np.ndarray:
+    """How much ink each grid holds: its mean darkness, 0 (blank page) to 255 (solid black).
+
+    Correlation (`units`) ignores contrast; this is what it leaves out."""
+    return (255.0 - rows.reshape(len(rows), -1).astype(np.float32)).mean(axis=1)
+
+
 def mirrored(rows: np.ndarray) -> np.ndarray:
     """The same grids flipped left-right."""
     return np.ascontiguousarray(rows.reshape(len(rows), SIDE, SIDE)[:, :, ::-1].reshape(len(rows), -1))

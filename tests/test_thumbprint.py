@@ -71,3 +71,25 @@ def test_plain_shapes_of_other_colours_are_not_twins(cfg):
 def test_an_icon_not_in_the_collection_is_never_called_a_duplicate(engine, name):
     results = engine.search_bytes(jpeg(icon(name)), top_k=8)
     assert results and all(r.verdict == "similar" for r in results)
+
+
+def _ring(shade: int, width: int = 3, size: int = 90) -> Image.Image:
+    picture = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(picture).ellipse((5, 5, size - 6, size - 6), outline=(shade, shade, shade), width=width)
+    return picture
+
+
+def test_a_faint_outline_is_not_the_twin_of_a_bold_one_of_the_same_shape():
+    """Correlation ignores contrast: the ink each thumbprint holds must agree too."""
+    import numpy as np
+
+    from engine.verify import twin_checks
+    from features import thumbprint
+
+    bold, resized, faint = _ring(0), _ring(0, width=6, size=180), _ring(200)
+    stored = np.stack([thumbprint.grid(bold), thumbprint.grid(faint)])
+    units = thumbprint.units(stored)
+    assert float(units[0] @ units[1]) > 0.97  # alike as far as correlation can tell
+    twins = twin_checks(thumbprint.grid(resized), units, inks=thumbprint.ink(stored))
+    assert set(twins) == {0}
+    assert set(twin_checks(thumbprint.grid(resized), units)) == {0, 1}  # what the ink rules out
