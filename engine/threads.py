@@ -1,27 +1,35 @@
-"""One BLAS thread: the cores belong to the networks' and FAISS's OpenMP teams.
+"""One thread for the BLAS libraries that keep their own: the cores belong to the
+networks' and FAISS's OpenMP teams.
 
-NumPy, FAISS and OpenCV each bring their own OpenBLAS, and each keeps worker
-threads spinning for a while after every call.  The engine's own BLAS calls
-are matrix-vector products (a query against the thumbprints, cosines of a few
-dozen rows) that gain nothing from threads, but the spinning workers they
-leave behind took the two cores from the local-feature search that follows:
-on 8,121 designs its FAISS scan took 41-56 ms per view instead of 25, and a
-whole search (no networks) 156 ms instead of 98 (p50, 40 uploads).
+NumPy and OpenCV each bring an OpenBLAS built on its own thread pool, whose
+workers keep spinning for a while after every call.  The engine's own BLAS
+calls are matrix-vector products (a query against the thumbprints, cosines of
+a few dozen rows) that gain nothing from threads, but the spinning workers they
+left behind took the two cores from the local-feature search that follows: on
+8,121 designs its FAISS scan took 41-56 ms per view instead of 25, a whole
+search (no networks) 156 ms instead of 98 (p50, 40 uploads).
+
+FAISS's own OpenBLAS is left alone: it is built on OpenMP, and setting its
+threads sets the calling thread's OpenMP team, which is FAISS's own (its scan
+then ran on one core: 63 ms per view).
 """
 from __future__ import annotations
 
 import threading
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
-_done = threading.Lock()
-_limited = False
+_lock = threading.Lock()
+_done = False
 
 
 def one_blas_thread() -> None:
-    """Limit every BLAS library loaded so far to one thread (once per process)."""
-    global _limited
-    with _done:
-        if not _limited:
-            threadpool_limits(limits=1, user_api="blas")
-            _limited = True
+    """Limit every pool-threaded BLAS loaded so far to one thread (once per process)."""
+    global _done
+    with _lock:
+        if _done:
+            return
+        for library in ThreadpoolController().select(user_api="blas").lib_controllers:
+            if library.info().get("threading_layer") != "openmp":
+                library.set_num_threads(1)
+        _done = True

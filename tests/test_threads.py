@@ -1,10 +1,13 @@
 """The engine leaves the cores to the networks' and FAISS's own thread teams."""
+import faiss
 from threadpoolctl import threadpool_info
 
 from engine.core import Engine
 
 
-def test_an_engine_caps_every_bundled_blas_at_one_thread(cfg):
+def test_an_engine_caps_pool_threaded_blas_at_one_thread_and_leaves_faiss_its_cores(cfg):
+    threads = faiss.omp_get_max_threads()
     Engine(cfg)
-    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
-    assert blas and all(lib["num_threads"] == 1 for lib in blas)
+    pooled = [lib for lib in threadpool_info() if lib["user_api"] == "blas" and lib["threading_layer"] != "openmp"]
+    assert pooled and all(lib["num_threads"] == 1 for lib in pooled)
+    assert faiss.omp_get_max_threads() == threads  # FAISS's OpenMP team keeps every core
