@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from engine.decode import analysis_scale
+from engine.localindex import QUERY_PROBES
 from engine.snapshot import Snapshot, cosines
 from engine.verdict import VERDICT_ORDER, confidence, support, verdict, verified
 from engine.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
@@ -79,7 +80,7 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
     thumbprint twins (of the same colours, unless the query ignores colour)."""
     checks: dict[int, Verification] = {}
     if snapshot.local is not None:
-        found = verify_all(Points.of_image(image), snapshot.local, regions=True)
+        found = verify_all(Points.of_image(image), snapshot.local, regions=True, probes=QUERY_PROBES)
         checks = {row: check for row, check in found.items() if row < snapshot.local.images}
         # A region is checked in its own crop's pixels, at the scale a query of it shows;
         # its image keeps whichever check agrees more, with the region's outline as its box.

@@ -70,12 +70,12 @@ class Points:
 
 
 def verify_all(points: Points, local: LocalIndex, exclude: int | None = None,
-               regions: bool = False) -> dict[int, Verification]:
+               regions: bool = False, probes: int | None = None) -> dict[int, Verification]:
     """Best verification per image row that shares enough descriptors with `points`;
     with `regions`, regions too (as local.images + region number)."""
     best: dict[int, Verification] = {}
     for mirrored, xy, descriptors in points.views:
-        for row, (src, dst) in local.matches(descriptors, xy, at_least=MIN_MATCHES).items():
+        for row, (src, dst) in local.matches(descriptors, xy, at_least=MIN_MATCHES, probes=probes).items():
             if row == exclude or (row >= local.images and not regions):
                 continue
             check = geometric_check(src, dst, mirrored)
