@@ -112,12 +112,16 @@ class NetworkExtractor:
         return base if self.precision().precision == precision.FP32 else f"{base}:int8-dynamic"
 
     def precision(self) -> precision.Choice:
-        """The precision this network runs in (building the model: the choice needs it loaded)."""
+        """The precision this network runs in: remembered, else measured (building the model).
+
+        A remembered choice needs no model: re-scanning an unchanged collection
+        asks every fingerprint and must not load a network to do it."""
+        if self._choice is None and not self._tries_int8:
+            self._choice = precision.ONLY_FP32
         if self._choice is None:
-            if self._tries_int8:
-                self._model.get()
-            else:
-                self._choice = precision.ONLY_FP32
+            self._choice = precision.remembered(self._memo, precision.memo_key(self.architecture, self.digest))
+        if self._choice is None:
+            self._model.get()
         return self._choice
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:

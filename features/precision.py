@@ -14,7 +14,7 @@ be downloaded here, so it is not assumed: the first time a weights file is
 used, both precisions embed a sample of real designs (the bundled ones), and
 int8 is adopted only when every design's vector keeps cosine >= MIN_COSINE
 with its fp32 vector and the batch runs at least MIN_SPEEDUP times faster.
-The outcome is remembered per weights file, torch version and CPU in a JSON
+The outcome is remembered per weights file, torch version and machine in a JSON
 file beside the weights, and is part of the feature's fingerprint: vectors
 of the two precisions never share an index.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -114,6 +115,14 @@ def remember(memo: Path, key: str, choice: Choice) -> None:
 
 
 def memo_key(architecture: str, digest: str) -> str:
-    import torch
+    """Weights, torch and machine the choice was measured on.
 
-    return f"{architecture}:{digest}:torch-{torch.__version__}:{torch.backends.cpu.get_cpu_capability()}"
+    Read without importing torch: an unchanged re-scan asks for it and must stay
+    quick (importing torch alone took ~3 s here)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "none"
+    return f"{architecture}:{digest}:torch-{torch_version}:{platform.machine()}-{os.cpu_count()}cpu"
