@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -136,9 +137,7 @@ class NetworkExtractor:
         return l2_normalize(np.concatenate(rows))
 
     @property
-    def _memo(self):
-        from pathlib import Path
-
+    def _memo(self) -> Path:
         return Path(self.weights).parent / precision.MEMO
 
     @property
@@ -150,14 +149,16 @@ class NetworkExtractor:
         if not self._tries_int8:
             self._choice = precision.ONLY_FP32
             return model
-        try:
-            quantized = self._quantized(model)
-        except Exception as exc:  # any torch without the int8 kernels: fp32 it is
-            log.warning("%s: int8 not available (%s); running in fp32", self.name, exc)
-            self._choice = precision.ONLY_FP32
-            return model
         key = precision.memo_key(self.architecture, self.digest)
-        choice = precision.remembered(self._memo, key) or self._measure(model, quantized, key)
+        choice = precision.remembered(self._memo, key)
+        if choice is None or choice.precision == precision.INT8:  # else no int8 copy is even made
+            try:
+                quantized = self._quantized(model)
+            except Exception as exc:  # any torch without the int8 kernels: fp32 it is
+                log.warning("%s: int8 not available (%s); running in fp32", self.name, exc)
+                self._choice = precision.ONLY_FP32
+                return model
+            choice = choice or self._measure(model, quantized, key)
         log.info("%s runs in %s", self.name, choice.reason)
         self._choice = choice
         return self._adopt(model, quantized) if choice.precision == precision.INT8 else model
