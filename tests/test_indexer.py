@@ -137,3 +137,15 @@ def test_a_folder_of_awkward_files_indexes_every_valid_one(cfg):
     assert set(reasons) == set(broken) and "limit" in reasons["bomb.png"]
     rotated = next(e for e in engine.snapshot.data.entries if e.path == "rotated.jpg")
     assert (rotated.width, rotated.height) == (design.height, design.width)
+
+
+def test_an_unchanged_rescan_rewrites_nothing_and_keeps_the_snapshot(cfg, collection):
+    engine = Engine(cfg)
+    engine.reindex()
+    written, snapshot = cfg.index_file.stat().st_mtime_ns, engine.snapshot
+    report = engine.reindex()
+    assert report.indexed == 0 and report.unchanged == len(collection) and report.removed == 0
+    assert cfg.index_file.stat().st_mtime_ns == written and engine.snapshot is snapshot
+    (cfg.images / sorted(collection)[0]).unlink()  # a change is written and served
+    assert engine.reindex().removed == 1
+    assert engine.snapshot is not snapshot and len(engine.snapshot.data) == len(collection) - 1
