@@ -229,7 +229,7 @@ class Engine:
         # No model lock here: inference is thread-safe, and searches must keep answering.
         data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
         current = self._snapshot
-        unchanged = data is previous and current.data.indexed_at == data.indexed_at and len(current.data) == len(data)
+        unchanged = data is previous and current.data.indexed_at == data.indexed_at  # the same save
         if not (unchanged and set(current.features) <= set(self.extractors)):
             # (An unchanged index keeps its snapshot: rebuilding the local-feature index
             # of 8,121 designs alone took 34 s.)

@@ -109,8 +109,7 @@ class Indexer:
             raise
         if progress:
             progress(done, len(work), "")
-        if (not work and not report.removed and len(report.skipped) == len(previous.skipped)
-                and previous.complete and previous.indexed_at is not None and self._same_features(previous)):
+        if not work and state.unchanged():
             # Nothing changed: the index on disk stands as it is (an unchanged re-scan
             # of 8,121 files spent 1.4 s assembling and 2.9 s rewriting it).
             report.seconds = time.monotonic() - started
@@ -120,9 +119,6 @@ class Indexer:
         store.save(data, self.config.index_file)
         report.seconds = time.monotonic() - started
         return data, report
-
-    def _same_features(self, previous: IndexData) -> bool:
-        return all(previous.fingerprints.get(name) == print_ for name, print_ in self.fingerprints.items())
 
     def _prepare(self, item: tuple[FileInfo, frozenset[str]]) -> Prepared:
         """Worker stage: read once, hash, decode once, thumbnail, cheap features."""
@@ -223,6 +219,14 @@ class _RunState:
         """Whether the stored row of feature `name` was made by today's extractor."""
         prev = self.previous
         return prev.fingerprints.get(name) == self.fingerprints[name] and bool(prev.present[name][row])
+
+    def unchanged(self) -> bool:
+        """With nothing to extract: whether the saved index already says all there is to say
+        (no file gone, no skipped file gone, every feature made by today's extractor)."""
+        prev = self.previous
+        return (prev.complete and prev.indexed_at is not None
+                and set(self.old_row) | set(prev.skipped) == {f.path for f in self.files}
+                and all(prev.fingerprints.get(n) == f for n, f in self.fingerprints.items()))
 
     def needs(self, file: FileInfo) -> set[str] | None:
         """Features to extract for a file; None when it is a known-bad unchanged file."""

@@ -72,14 +72,15 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     region_index, region_weights = _region_index(data, features, used)
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_weights=region_weights,
-                    region_parent=_region_parents(data), thumbprints=_thumbprints(data),
-                    inks=thumbprint.ink(data.vectors["thumbprint"]) if "thumbprint" in data.vectors else None)
+                    region_parent=_region_parents(data), **_thumbprints(data))
 
 
-def _thumbprints(data: IndexData) -> np.ndarray | None:
+def _thumbprints(data: IndexData) -> dict[str, np.ndarray]:
+    """Unit thumbprints (zero rows where missing) and each one's ink, where stored."""
     if "thumbprint" not in data.vectors:
-        return None
-    return thumbprint.units(data.vectors["thumbprint"]) * data.present["thumbprint"][:, None]
+        return {}
+    grids = data.vectors["thumbprint"]
+    return {"thumbprints": thumbprint.units(grids) * data.present["thumbprint"][:, None], "inks": thumbprint.ink(grids)}
 
 
 def _region_parents(data: IndexData) -> np.ndarray:

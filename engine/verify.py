@@ -108,10 +108,13 @@ def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray |
     (thumbprint.ink), about as much ink.
     """
     query = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
-    if rows is None:  # all of them: no copy of the whole block per query
-        rows = np.flatnonzero((thumbprints @ query.T).max(axis=1) >= TWIN_CORRELATION)
-    rows = np.asarray(rows, dtype=np.int64)
-    best = (thumbprints[rows] @ query.T).max(axis=1)
+    if rows is None:  # all of them, without copying the whole block per query
+        scores = (thumbprints @ query.T).max(axis=1)
+        rows = np.flatnonzero(scores >= TWIN_CORRELATION)
+        best = scores[rows]
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        best = (thumbprints[rows] @ query.T).max(axis=1)
     keep = best >= TWIN_CORRELATION
     if inks is not None:
         mine, theirs = float(thumbprint.ink(grid[None])[0]), inks[rows]

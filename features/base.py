@@ -120,7 +120,7 @@ class NetworkExtractor:
         if self._choice is None and not self._tries_int8:
             self._choice = precision.ONLY_FP32
         if self._choice is None:
-            self._choice = precision.remembered(self._memo, precision.memo_key(self.architecture, self.digest))
+            self._choice = precision.remembered(self._memo, self._memo_key)
         if self._choice is None:
             self._model.get()
         return self._choice
@@ -141,6 +141,10 @@ class NetworkExtractor:
         return Path(self.weights).parent / precision.MEMO
 
     @property
+    def _memo_key(self) -> str:
+        return precision.memo_key(self.architecture, self.digest)
+
+    @property
     def _tries_int8(self) -> bool:
         return self.offers_int8 and self._sample is not None
 
@@ -149,8 +153,7 @@ class NetworkExtractor:
         if not self._tries_int8:
             self._choice = precision.ONLY_FP32
             return model
-        key = precision.memo_key(self.architecture, self.digest)
-        choice = precision.remembered(self._memo, key)
+        choice = self._choice or precision.remembered(self._memo, self._memo_key)  # fingerprint() may have read it
         if choice is None or choice.precision == precision.INT8:  # else no int8 copy is even made
             try:
                 quantized = self._quantized(model)
@@ -158,18 +161,18 @@ class NetworkExtractor:
                 log.warning("%s: int8 not available (%s); running in fp32", self.name, exc)
                 self._choice = precision.ONLY_FP32
                 return model
-            choice = choice or self._measure(model, quantized, key)
+            choice = choice or self._measure(model, quantized)
         log.info("%s runs in %s", self.name, choice.reason)
         self._choice = choice
         return self._adopt(model, quantized) if choice.precision == precision.INT8 else model
 
-    def _measure(self, model, quantized, key: str) -> precision.Choice:
+    def _measure(self, model, quantized) -> precision.Choice:
         pictures = list(self._sample())[: max(2, self.batch_size)]
         if not pictures:
             return precision.ONLY_FP32  # nothing to prove int8 on
         batch = to_batch(pictures, self.mean, self.std)
         choice = precision.measure(lambda b: self._forward(model, b), lambda b: self._forward(quantized, b), batch)
-        precision.remember(self._memo, key, choice)
+        precision.remember(self._memo, self._memo_key, choice)
         return choice
 
     def _build(self):
