@@ -20,6 +20,8 @@ from PIL import Image
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+# Rows inflated at a time: small enough that a strip's several passes stay in the CPU cache.
+STRIP_BYTES = 512_000
 
 
 class UnsupportedPng(ValueError):
@@ -43,15 +45,30 @@ def _chunks(stream: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
             return
 
 
-def _png(header: bytes, extra: list[tuple[bytes, bytes]], raw: bytes) -> bytes:
+def _png(header: bytes, extra: list[tuple[bytes, bytes]], stored: bytes) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
     parts = [PNG_SIGNATURE, chunk(b"IHDR", header)]
     parts += [chunk(kind, body) for kind, body in extra]
-    parts += [chunk(b"IDAT", zlib.compress(raw, 0)), chunk(b"IEND", b"")]
+    parts += [chunk(b"IDAT", stored), chunk(b"IEND", b"")]
     return b"".join(parts)
+
+
+def _stored_zlib(pieces) -> bytes:
+    """`pieces` joined as a zlib stream of stored (uncompressed) blocks.
+
+    What zlib.compress(data, 0) makes, without first joining the pieces into
+    one more copy of a strip (a 168 MP design is 674 MB of rows)."""
+    out = [b"\x78\x01"]
+    adler = 1
+    blocks = [memoryview(p)[i: i + 65535] for p in pieces for i in range(0, len(p), 65535)]
+    for i, block in enumerate(blocks):
+        out += [struct.pack("<BHH", i == len(blocks) - 1, len(block), len(block) ^ 0xFFFF), block]
+        adler = zlib.adler32(block, adler)
+    out.append(struct.pack(">I", adler))
+    return b"".join(out)
 
 
 def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
@@ -64,7 +81,7 @@ def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
     if depth != 8 or interlace or colour not in CHANNELS:
         raise UnsupportedPng("only 8-bit non-interlaced PNGs are streamed")
     row_bytes = width * CHANNELS[colour]
-    strip_rows = factor * max(1, 4_000_000 // (row_bytes * factor) or 1)
+    strip_rows = factor * max(1, STRIP_BYTES // (row_bytes * factor))
     strip_bytes = strip_rows * (row_bytes + 1)
     extra: list[tuple[bytes, bytes]] = []
     inflater = zlib.decompressobj()
@@ -76,16 +93,16 @@ def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
     def flush(rows: int) -> None:
         nonlocal previous_row, rows_done
         take = rows * (row_bytes + 1)
-        filtered = bytes(pending[:take])
+        # Row 0, unfiltered, is the previous strip's last row: the filters of row 1 refer to it.
+        stored = _stored_zlib((b"\x00", previous_row, memoryview(pending)[:take]))
         del pending[:take]
-        stream = b"\x00" + previous_row + filtered
         if extra:  # a palette or a transparent key colour: let Pillow's PNG reader apply it
             header = struct.pack(">IIBBBBB", width, rows + 1, 8, colour, 0, 0, 0)
-            strip = Image.open(io.BytesIO(_png(header, extra, stream)))
+            strip = Image.open(io.BytesIO(_png(header, extra, stored)))
             strip.load()
         else:  # Pillow's PNG row decoder (filters and all) on the strip, without a PNG around it
             mode = MODES[colour]
-            strip = Image.frombytes(mode, (width, rows + 1), zlib.compress(stream, 0), "zip", mode)
+            strip = Image.frombytes(mode, (width, rows + 1), stored, "zip", mode)
         previous_row = strip.crop((0, rows, width, rows + 1)).tobytes()
         if strip.mode == "P":
             strip = strip.convert("RGBA")

@@ -95,8 +95,10 @@ def test_decompression_bomb_is_refused_before_decoding():
         decode(_bomb_png(30_000, 30_000), max_pixels=100_000_000)
 
 
+@pytest.mark.parametrize("strip_bytes", [4096, bigpng.STRIP_BYTES])  # many strips; blocks of 64 KB
 @pytest.mark.parametrize("mode", ["RGBA", "RGB", "L", "P"])
-def test_strip_decoder_matches_a_full_decode(mode):
+def test_strip_decoder_matches_a_full_decode(mode, strip_bytes, monkeypatch):
+    monkeypatch.setattr(bigpng, "STRIP_BYTES", strip_bytes)
     rng = np.random.default_rng(0)
     base = np.kron(rng.integers(0, 255, (30, 25, 4), dtype=np.uint8), np.ones((9, 11, 1), dtype=np.uint8))
     image = Image.fromarray(base, "RGBA").convert(mode)
