@@ -21,7 +21,7 @@ from PIL import Image
 from engine import store
 from engine.config import Config
 from engine.decode import UnreadableImage, decode
-from engine.parallel import ordered_map
+from engine.parallel import completed_map
 from engine.scan import FileInfo, scan
 from engine import regions
 from engine.store import Entry, IndexData, Regions
@@ -94,7 +94,7 @@ class Indexer:
         done = 0
         try:
             batch: list[Prepared] = []
-            for prepared in ordered_map(self._prepare, work, self.config.threads, window=4 * self.config.batch_size):
+            for prepared in completed_map(self._prepare, work, self.config.threads, window=4 * self.config.batch_size):
                 batch.append(prepared)
                 if len(batch) >= self.config.batch_size:
                     done += self._finish(batch, state, report)
