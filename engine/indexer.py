@@ -26,7 +26,7 @@ from engine.scan import FileInfo, scan
 from engine import regions
 from engine.store import Entry, IndexData, Regions
 from engine.thumbs import write_thumb
-from features.base import Extractor
+from features.base import INPUT_SIDE, Extractor, letterbox
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Prepared:
     file: FileInfo
     needs: frozenset[str]
     entry: Entry | None = None
-    image: Image.Image | None = None
+    network_input: Image.Image | None = None  # the picture letterboxed to what the networks take
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     region_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     region_images: list[Image.Image] = field(default_factory=list)
@@ -130,7 +130,6 @@ class Indexer:
             with_regions = "regions" in self.extractors
             decoded = decode(data, max_pixels=self.config.index_max_pixels, keep_full=with_regions)
             prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
-            prepared.image = decoded.image
             # Whenever an image is decoded its regions are redone, so they carry every current feature.
             boxes = regions.propose(decoded.image) if with_regions else []
             crops = regions.detailed_crops(data, decoded, boxes, self.config.index_max_pixels)
@@ -138,10 +137,13 @@ class Indexer:
             for name in needs & WORKER_FEATURES:
                 prepared.rows[name] = self.extractors[name].embed([decoded.image])[0]
             prepared.region_boxes, prepared.region_images = boxes, crops
+            if needs - WORKER_FEATURES:  # here, in parallel, not on the thread that feeds the networks
+                prepared.network_input = letterbox(decoded.image, INPUT_SIDE)
             if crops and "orb" in self.extractors:
                 # Points of each design on its own: on a busy sheet the whole picture's
                 # strongest points crowd onto one design, at a fraction of a query's scale.
                 prepared.region_rows["orb"] = self.extractors["orb"].embed(crops)
+            self._thumbnail(file, digest, decoded.image)
         except UnreadableImage as exc:
             prepared.error = str(exc)
         except OSError as exc:
@@ -149,12 +151,13 @@ class Indexer:
         except Exception as exc:  # one strange file must never stop the whole run
             log.exception("Unexpected failure on %s", file.path)
             prepared.error = f"unexpected error: {type(exc).__name__}: {exc}"
-        if prepared.error is None:
-            try:
-                write_thumb(self.config.thumbs_dir, prepared.entry.sha256, prepared.image)
-            except OSError as exc:  # a missing preview is cosmetic; the page falls back to the image
-                log.warning("No thumbnail for %s: %s", file.path, exc)
         return prepared
+
+    def _thumbnail(self, file: FileInfo, sha256: str, image: Image.Image) -> None:
+        try:
+            write_thumb(self.config.thumbs_dir, sha256, image)
+        except OSError as exc:  # a missing preview is cosmetic; the page falls back to the image
+            log.warning("No thumbnail for %s: %s", file.path, exc)
 
     def _finish(self, batch: list[Prepared], state: "_RunState", report: IndexReport) -> int:
         """Main-thread stage: run the networks on the batch and record the rows."""
@@ -166,12 +169,12 @@ class Indexer:
                 state.skip(p.file, p.error)
         for name in set().union(*(p.needs for p in good)) - WORKER_FEATURES if good else ():
             wanting = [p for p in good if name in p.needs]
-            for p, row in zip(wanting, self.extractors[name].embed([p.image for p in wanting])):
+            for p, row in zip(wanting, self.extractors[name].embed([p.network_input for p in wanting])):
                 p.rows[name] = row
         self._embed_regions(good)
         for p in good:
             state.record(p)
-            p.image = None
+            p.network_input = None
             p.region_images = []
         report.indexed += len(good)
         return len(batch)

@@ -45,6 +45,8 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     Designs often reach the edges of their canvas; a centre crop would throw
     that away, and a copy placed on a larger canvas would no longer look alike.
     """
+    if image.size == (size, size) and image.mode == "RGB":
+        return image  # already a network input (the indexer letterboxes in its workers)
     scale = size / max(image.size)
     resized = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -59,9 +61,13 @@ def to_batch(images: Sequence[Image.Image], mean: np.ndarray, std: np.ndarray):
     """Letterboxed, normalised NCHW float tensor for a torchvision/open_clip model."""
     import torch  # imported here: importing features must stay cheap
 
-    arrays = [np.asarray(letterbox(im, INPUT_SIDE), dtype=np.float32) / 255.0 for im in images]
-    batch = (np.stack(arrays) - mean) / std
-    return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+    squares = np.stack([np.asarray(letterbox(im, INPUT_SIDE)) for im in images])
+    # (x / 255 - mean) / std as two in-place torch passes over the uint8 batch: the same
+    # in NumPy took 6 ms per image on the thread that feeds the networks, which idle meanwhile.
+    batch = torch.from_numpy(squares).permute(0, 3, 1, 2).float().contiguous()
+    shift = torch.from_numpy(np.asarray(mean, np.float32) * 255).view(1, 3, 1, 1)
+    scale = torch.from_numpy(1 / (np.asarray(std, np.float32) * 255)).view(1, 3, 1, 1)
+    return batch.sub_(shift).mul_(scale)
 
 
 
