@@ -196,7 +196,7 @@ def _drawing(snapshot: Snapshot, previews: Previews | None, i: int, j: int, chec
     if check.twin >= TWIN_CORRELATION and not _rests_on_points(check):
         return content_agreement(src, dst)  # twins carry no transform: align the designs' extents
     a, b = snapshot.data.entries[i], snapshot.data.entries[j]
-    return edge_agreement(src, dst, np.array(check.transform).reshape(2, 3),
+    return edge_agreement(src, dst, check.matrix(),
                           analysis_to_preview(src, a.width, a.height), analysis_to_preview(dst, b.width, b.height),
                           check.mirrored)
 

@@ -1,5 +1,6 @@
 """The edge check after verification: a copy's drawing reappears in its original once
 aligned; designs that only share a template (frame, border, watermark) do not."""
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -84,3 +85,19 @@ def test_twins_are_aligned_by_their_designs_extents():
     on_canvas.paste(smaller, (150, 90), mask=smaller.getchannel("A"))
     assert content_agreement(grey(on_canvas), grey(design)).close()
     assert not content_agreement(grey(make_design(42, size=200)), grey(design)).shared()
+
+
+def test_a_copy_photographed_at_an_angle_agrees_once_aligned_by_its_perspective():
+    design = grey(make_design(13, size=256))
+    # Corners pulled in by up to a tenth of the side, as a photo taken at an angle.
+    corners = np.float32([[0, 0], [256, 0], [256, 256], [0, 256]])
+    seen = np.float32([[22, 10], [240, 25], [250, 232], [8, 246]])
+    to_photo = cv2.getPerspectiveTransform(corners, seen)
+    photo = cv2.warpPerspective(design, to_photo, (256, 256), flags=cv2.INTER_CUBIC, borderValue=255)
+    back = np.linalg.inv(to_photo)
+    assert edge_agreement(photo, design, back, 1.0, 1.0).shared()
+    # The similarity closest to that mapping (least squares over the picture) leaves edges apart.
+    grid = np.float32([[x, y] for x in range(0, 257, 32) for y in range(0, 257, 32)])
+    similarity, _ = cv2.estimateAffinePartial2D(grid, cv2.perspectiveTransform(grid[None], back)[0],
+                                                method=cv2.RANSAC, ransacReprojThreshold=1000)
+    assert not edge_agreement(photo, design, similarity, 1.0, 1.0).shared()

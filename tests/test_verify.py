@@ -1,8 +1,11 @@
 """Verification: edited copies are geometrically verified, with the matched region boxed."""
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
 from engine.core import Engine
+from engine.verify import geometric_check
 from features import HsvHistogram
 from features.orb import OrbFeatures
 from conftest import encode, make_design
@@ -71,3 +74,31 @@ def test_confidence_ranks_every_verified_copy_above_any_unverified_lookalike():
     assert confidence(0.2, barely) > confidence(0.99, unverified)
     assert confidence(0.2, strongly) > confidence(0.2, barely)
     assert confidence(0.9, unverified) > confidence(0.5, unverified)
+
+
+def _correspondences(mapping: np.ndarray, seed: int = 0, points: int = 80, outliers: int = 40):
+    """Points of a 512 px picture and where `mapping` (3x3) takes them, plus chance matches."""
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(20, 490, (points + outliers, 2)).astype(np.float32)
+    dst = cv2.perspectiveTransform(src[None], mapping)[0] + rng.normal(0, 0.7, src.shape).astype(np.float32)
+    dst[points:] = rng.uniform(0, 512, (outliers, 2))
+    return src, dst
+
+
+def test_a_photo_at_an_angle_is_aligned_by_its_perspective_and_keeps_its_points():
+    corners = np.float32([[0, 0], [512, 0], [512, 512], [0, 512]])
+    photo = cv2.getPerspectiveTransform(corners, np.float32([[40, 20], [480, 50], [500, 470], [15, 495]]))
+    check = geometric_check(*_correspondences(photo))
+    assert len(check.transform) == 9  # the 3x3 perspective, not the similarity
+    assert check.inliers >= 75  # of 80 true matches; a similarity keeps far fewer within 8 px
+
+
+def test_plain_edits_keep_the_similarity_and_wild_perspectives_are_refused():
+    angle = np.deg2rad(20)
+    similarity = np.array([[0.8 * np.cos(angle), -0.8 * np.sin(angle), 60],
+                           [0.8 * np.sin(angle), 0.8 * np.cos(angle), 30], [0, 0, 1]])
+    assert len(geometric_check(*_correspondences(similarity)).transform) == 6
+    corners = np.float32([[0, 0], [512, 0], [512, 512], [0, 512]])
+    wild = cv2.getPerspectiveTransform(corners, np.float32([[200, 0], [300, 0], [512, 512], [0, 512]]))
+    wild_check = geometric_check(*_correspondences(wild))
+    assert wild_check.transform is None or len(wild_check.transform) == 6  # no photo bends a square so
