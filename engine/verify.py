@@ -178,6 +178,10 @@ def _distinct(points: np.ndarray) -> int:
 # seed 17 0.957 / 0.750 -> 0.958 / 0.789 (photos missed 16 -> 9 of 20); bench/quality.py
 # unchanged (recall@1 0.877, detection 0.821 -> 0.824, false alarms 0.009).
 MAX_PERSPECTIVE = 0.2
+# The perspective is sought only where the similarity already keeps this many points: on
+# every candidate a homography's RANSAC took 4 ms (most of the library pass), and chance
+# matches rarely agree on 16 points.
+PERSPECTIVE_FROM = 16
 
 
 def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
@@ -188,6 +192,8 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
     A photo's perspective leaves only part of the design within the similarity's
     tolerance, and the drawing check after it (edges within two preview pixels,
     engine/agreement.py) fails where the rest is misaligned."""
+    if inliers < PERSPECTIVE_FROM:
+        return None
     homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PIXELS, maxIters=500, confidence=0.99)
     if homography is None:
         return None
