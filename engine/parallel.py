@@ -25,10 +25,16 @@ def completed_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, wi
         for item in items:
             pending.add(pool.submit(fn, item))
             if len(pending) >= window:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
+                pending = yield from _first_finished(pending)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (future.result() for future in done)
+            pending = yield from _first_finished(pending)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _first_finished(pending: set[Future]):
+    """Wait for at least one of `pending`, yield the results that are ready, return the rest."""
+    done, rest = wait(pending, return_when=FIRST_COMPLETED)
+    for future in done:
+        yield future.result()
+    return rest

@@ -36,11 +36,8 @@ class Verification:
     transform: tuple[float, ...] | None = None
 
     def matrix(self) -> np.ndarray | None:
-        """The mapping as a 3x3 matrix."""
-        if self.transform is None:
-            return None
-        rows = np.array(self.transform, dtype=np.float64).reshape(-1, 3)
-        return rows if len(rows) == 3 else np.vstack([rows, [0.0, 0.0, 1.0]])
+        """The mapping as a 2x3 or 3x3 matrix (what engine/agreement.py takes)."""
+        return None if self.transform is None else np.array(self.transform, dtype=np.float64).reshape(-1, 3)
 
     def scaled(self, scale: float, size: tuple[int, int]) -> "Verification":
         """The box in the candidate's original pixels."""
@@ -153,15 +150,16 @@ def geometric_check(src: np.ndarray, dst: np.ndarray, mirrored: bool = False) ->
     if transform is None or not _plausible(transform):
         return NONE
     kept = dst[mask.ravel().astype(bool)]
-    if _distinct(kept) < MIN_MATCHES:
+    inliers = _distinct(kept)
+    if inliers < MIN_MATCHES:
         return NONE
-    perspective = _perspective(src, dst, transform, _distinct(kept))
+    perspective = _perspective(src, dst, transform, inliers)
     if perspective is not None:
-        transform, kept = perspective
+        transform, kept, inliers = perspective
     x0, y0 = kept.min(axis=0)
     x1, y1 = kept.max(axis=0)
     box = (float(x0), float(y0), float(x1), float(y1))
-    return Verification(inliers=_distinct(kept), box=box, mirrored=mirrored, matches=len(src),
+    return Verification(inliers=inliers, box=box, mirrored=mirrored, matches=len(src),
                         transform=tuple(float(v) for v in transform.ravel()))
 
 
@@ -185,9 +183,9 @@ PERSPECTIVE_FROM = 16
 
 
 def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
-                 inliers: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A mild homography (3x3) and the dst points it keeps, where it keeps more than
-    the similarity's `inliers`.
+                 inliers: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """A mild homography (3x3), the dst points it keeps and how many distinct ones,
+    where it keeps more than the similarity's `inliers`.
 
     A photo's perspective leaves only part of the design within the similarity's
     tolerance, and the drawing check after it (edges within two preview pixels,
@@ -198,7 +196,8 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
     if homography is None:
         return None
     kept = dst[mask.ravel().astype(bool)]
-    if _distinct(kept) <= inliers:
+    count = _distinct(kept)
+    if count <= inliers:
         return None
     (x0, y0), (x1, y1) = src.min(axis=0), src.max(axis=0)
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
@@ -207,7 +206,7 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
     side = float(np.ptp(by_similarity, axis=0).max())
     if not np.isfinite(by_homography).all() or np.abs(by_homography - by_similarity).max() > MAX_PERSPECTIVE * side:
         return None
-    return homography, kept
+    return homography, kept, count
 
 
 def _plausible(transform: np.ndarray) -> bool:
