@@ -2,11 +2,11 @@
 
 Pillow decodes a PNG into one full-size buffer: a 20,990 x 29,700 RGBA design
 (openclipart ships two) needs 2.5 GB before it can be shrunk.  Here the
-compressed stream is inflated a strip of rows at a time; each strip is
-re-wrapped as a tiny PNG whose first row is the previous strip's last row,
-stored unfiltered, so Pillow can undo the Up/Average/Paeth filters that refer
-to it.  Each strip is box-reduced before the next one is read, so memory stays
-at a few strips whatever the image size.
+compressed stream is inflated a strip of rows at a time and its row filters
+undone, each strip starting from the previous strip's last row (the filters of
+a row refer to the one above).  Each strip is box-reduced before the next one
+is read, so memory stays at a few strips whatever the image size.  A 169 MP
+design: 1.2 s (5.7 s when Pillow undid every filter on strips it re-inflated).
 """
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ import struct
 import zlib
 from typing import BinaryIO, Iterator
 
+import numpy as np
 from PIL import Image
+# zlib-ng inflates these mostly-empty designs 5x faster than the standard zlib
+# (a 1.6 MB stream into 674 MB of rows: 0.15 vs 0.74 s) and sums Adler-32 with SIMD.
+from zlib_ng import zlib_ng
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -63,10 +67,11 @@ def _stored_zlib(pieces) -> bytes:
     one more copy of a strip (a 168 MP design is 674 MB of rows)."""
     out = [b"\x78\x01"]
     adler = 1
-    blocks = [memoryview(p)[i: i + 65535] for p in pieces for i in range(0, len(p), 65535)]
+    flat = [memoryview(p).cast("B") for p in pieces]  # bytes or C-contiguous uint8 arrays
+    blocks = [p[i: i + 65535] for p in flat for i in range(0, len(p), 65535)]
     for i, block in enumerate(blocks):
         out += [struct.pack("<BHH", i == len(blocks) - 1, len(block), len(block) ^ 0xFFFF), block]
-        adler = zlib.adler32(block, adler)
+        adler = zlib_ng.adler32(block, adler)
     out.append(struct.pack(">I", adler))
     return b"".join(out)
 
@@ -84,31 +89,32 @@ def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
     strip_rows = factor * max(1, STRIP_BYTES // (row_bytes * factor))
     strip_bytes = strip_rows * (row_bytes + 1)
     extra: list[tuple[bytes, bytes]] = []
-    inflater = zlib.decompressobj()
+    inflater = zlib_ng.decompressobj()
     pending = bytearray()
-    previous_row = bytes(row_bytes)
+    previous_row = np.zeros(row_bytes, np.uint8)
     reduced_strips: list[Image.Image] = []
     rows_done = 0
 
     def flush(rows: int) -> None:
         nonlocal previous_row, rows_done
         take = rows * (row_bytes + 1)
-        # Row 0, unfiltered, is the previous strip's last row: the filters of row 1 refer to it.
-        stored = _stored_zlib((b"\x00", previous_row, memoryview(pending)[:take]))
+        filtered = np.frombuffer(pending, np.uint8, take).reshape(rows, row_bytes + 1)
+        pixels = _unfilter(filtered, previous_row, colour)
+        del filtered
         del pending[:take]
+        previous_row = pixels[-1].copy()
         if extra:  # a palette or a transparent key colour: let Pillow's PNG reader apply it
             header = struct.pack(">IIBBBBB", width, rows + 1, 8, colour, 0, 0, 0)
-            strip = Image.open(io.BytesIO(_png(header, extra, stored)))
+            unfiltered = np.zeros((rows + 1, row_bytes + 1), np.uint8)
+            unfiltered[:, 1:] = pixels
+            strip = Image.open(io.BytesIO(_png(header, extra, _stored_zlib((unfiltered,)))))
             strip.load()
-        else:  # Pillow's PNG row decoder (filters and all) on the strip, without a PNG around it
+        else:
             mode = MODES[colour]
-            strip = Image.frombytes(mode, (width, rows + 1), stored, "zip", mode)
-        previous_row = strip.crop((0, rows, width, rows + 1)).tobytes()
+            strip = Image.frombuffer(mode, (width, rows + 1), pixels, "raw", mode, 0, 1)
         if strip.mode == "P":
             strip = strip.convert("RGBA")
-        rows_of_this_strip = (0, 1, width, rows + 1)  # row 0 is the previous strip's last
-        reduced_strips.append(strip.reduce(factor, rows_of_this_strip) if factor > 1
-                              else strip.crop(rows_of_this_strip))
+        reduced_strips.append(_reduce(strip, pixels, factor))
         rows_done += rows
 
     for kind, body in chunks:
@@ -126,6 +132,67 @@ def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
         raise ValueError("truncated PNG: image data ends early")
     flush(height - rows_done)
     return _stack(reduced_strips)
+
+
+def _unfilter(filtered: np.ndarray, previous: np.ndarray, colour: int) -> np.ndarray:
+    """Undo the PNG filters of `filtered` (rows x (1 + row bytes)); row 0 of the result is `previous`.
+
+    None, Sub and Up rows (most of a design's) are undone here with NumPy, 20-30x faster
+    than Pillow's byte-at-a-time loops; Average and Paeth depend on the pixel just undone
+    to their left, so runs of those rows go to Pillow's row decoder."""
+    rows, row_bytes = filtered.shape[0], filtered.shape[1] - 1
+    pixel_bytes = CHANNELS[colour]
+    out = np.empty((rows + 1, row_bytes), np.uint8)
+    out[0] = previous
+    kinds = filtered[:, 0]
+    if kinds.max(initial=0) > 4:
+        raise ValueError("corrupt PNG: unknown row filter")
+    y = 0
+    while y < rows:
+        kind, line = kinds[y], filtered[y, 1:]
+        if kind == 0:
+            out[y + 1] = line
+        elif kind == 1:  # Sub: each byte adds the byte one pixel to its left (mod 256)
+            np.cumsum(line.reshape(-1, pixel_bytes), axis=0, dtype=np.uint8, out=out[y + 1].reshape(-1, pixel_bytes))
+        elif kind == 2:  # Up: each byte adds the byte above it
+            np.add(line, out[y], out=out[y + 1])
+        else:
+            end = y + 1
+            while end < rows and kinds[end] >= 3:
+                end += 1
+            out[y + 1: end + 1] = _pillow_unfilter(filtered[y:end], out[y], colour)
+            y = end
+            continue
+        y += 1
+    return out
+
+
+def _pillow_unfilter(filtered: np.ndarray, previous: np.ndarray, colour: int) -> np.ndarray:
+    """Rows undone by Pillow's PNG row decoder, `previous` stored unfiltered above them."""
+    rows, row_bytes = filtered.shape[0], filtered.shape[1] - 1
+    mode = MODES[colour]
+    width = row_bytes // CHANNELS[colour]
+    stored = _stored_zlib((b"\x00", previous, filtered))
+    strip = Image.frombytes(mode, (width, rows + 1), stored, "zip", mode)
+    return np.asarray(strip).reshape(rows + 1, row_bytes)[1:]
+
+
+def _reduce(strip: Image.Image, pixels: np.ndarray, factor: int) -> Image.Image:
+    """The strip's own rows (row 0 is the previous strip's last) reduced `factor` times."""
+    box = (0, 1, strip.width, strip.height)
+    if factor == 1:
+        return strip.crop(box)
+    if strip.mode == "RGBA":
+        # Pillow premultiplies RGBA by its alpha before reducing, a pass over the whole strip
+        # that changes nothing where the strip is all opaque or all clear (most strips of a
+        # design: a 169 MP one has 653 such strips of 1,000).
+        low, high = strip.getchannel("A").getextrema()
+        if high == 0:
+            return Image.new("RGBA", (-(-strip.width // factor), -(-(strip.height - 1) // factor)))
+        if low == 255:
+            opaque = Image.frombuffer("RGBa", strip.size, pixels, "raw", "RGBa", 0, 1)
+            return opaque.reduce(factor, box).convert("RGBA")
+    return strip.reduce(factor, box)
 
 
 def _stack(strips: list[Image.Image]) -> Image.Image:

@@ -110,6 +110,64 @@ def test_strip_decoder_matches_a_full_decode(mode, strip_bytes, monkeypatch):
     assert np.array_equal(np.asarray(streamed), np.asarray(full))
 
 
+def _png_with_filters(pixels: np.ndarray, colour: int, kinds: list[int]) -> bytes:
+    """A PNG whose row i is stored with filter kinds[i % len(kinds)] (an encoder picks its own)."""
+    height = pixels.shape[0]
+    pixel_bytes = pixels.shape[2] if pixels.ndim == 3 else 1
+    rows = pixels.reshape(height, -1).astype(np.int32)
+    body = bytearray()
+    for y in range(height):
+        row, up = rows[y], rows[y - 1] if y else np.zeros_like(rows[0])
+        left = np.concatenate([np.zeros(pixel_bytes, np.int32), row[:-pixel_bytes]])
+        up_left = np.concatenate([np.zeros(pixel_bytes, np.int32), up[:-pixel_bytes]])
+        guess = left + up - up_left
+        paeth = np.where((abs(guess - left) <= abs(guess - up)) & (abs(guess - left) <= abs(guess - up_left)), left,
+                         np.where(abs(guess - up) <= abs(guess - up_left), up, up_left))
+        kind = kinds[y % len(kinds)]
+        predicted = [0, left, up, (left + up) // 2, paeth][kind]
+        body += bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", pixels.shape[1], height, 8, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(body)))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("factor", [1, 3])
+@pytest.mark.parametrize("mode, colour", [("RGBA", 6), ("RGB", 2), ("LA", 4), ("L", 0)])
+def test_strip_decoder_undoes_every_row_filter(mode, colour, factor, monkeypatch):
+    monkeypatch.setattr(bigpng, "STRIP_BYTES", 4096)  # many strips, so runs of rows cross them
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (150, 61, 4), dtype=np.uint8)
+    rgba[:40, :, 3] = 0  # a clear band and an opaque one, as around and inside a design
+    rgba[40:80, :, 3] = 255
+    pixels = np.asarray(Image.fromarray(rgba, "RGBA").convert(mode))
+    # Every filter, alone and in runs (Average and Paeth rows are undone together).
+    data = _png_with_filters(pixels, colour, [0, 1, 2, 3, 4, 4, 3, 2, 2, 1, 3, 3, 0])
+    full = Image.open(io.BytesIO(data))
+    assert np.array_equal(np.asarray(full), pixels)  # the test's own encoder is right
+    streamed = bigpng.decode_reduced(io.BytesIO(data), factor)
+    expected = full.reduce(factor) if factor > 1 else full
+    assert streamed.mode == expected.mode
+    assert np.array_equal(np.asarray(streamed), np.asarray(expected))
+
+
+def test_strip_decoder_refuses_an_unknown_row_filter():
+    data = _png_with_filters(np.zeros((4, 5, 3), np.uint8), 2, [0])
+    rows = b"\x07" + bytes(15) + (b"\x00" + bytes(15)) * 3  # filter kinds end at 4
+    with pytest.raises(ValueError, match="filter"):
+        bigpng.decode_reduced(io.BytesIO(_replace_idat(data, zlib.compress(rows))), 1)
+
+
+def _replace_idat(png: bytes, body: bytes) -> bytes:
+    start = png.index(b"IDAT") - 4
+    end = start + 12 + struct.unpack(">I", png[start:start + 4])[0]
+    chunk = struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    return png[:start] + chunk + png[end:]
+
+
 def test_strip_decoder_reports_truncation():
     data = encode(make_design(4).resize((600, 600)))
     with pytest.raises(ValueError):
