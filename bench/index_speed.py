@@ -9,7 +9,8 @@ networks (the compute is the same as with the real weights):
   (c) the networks alone at the indexer's batch size on pre-decoded tensors,
       over the same network work as (b): every image through CLIP and ResNet50,
       and every region the pipeline cut out of a sheet through CLIP (regions are
-      network inputs too); (c0) is the same for whole images only.
+      network inputs too), measured just before and just after (b) and averaged;
+      (c0) is the same for whole images only.
 Each phase runs in a fresh child process, so its peak RSS is its own.
 
     python bench/index_speed.py --designs /usr/share/openclipart/png --photos DIR [--count 160]
@@ -64,19 +65,28 @@ def main() -> None:
         n = len(files)
         with ctx.Pool(1) as pool:
             naive, naive_rss = pool.apply(run_naive, (folder, models))
+        # The ceiling is measured just before and just after the pipeline and averaged:
+        # this machine's speed drifts by tens of percent within minutes.
+        with ctx.Pool(1) as pool:
+            before = pool.apply(run_networks, (models, args.batch_size))
         with ctx.Pool(1) as pool:
             piped, piped_rss, crops = pool.apply(run_pipeline, (folder, work / f"cache-{name}", models, args.batch_size))
         with ctx.Pool(1) as pool:
-            per_image = pool.apply(run_networks, (models, args.batch_size))
+            after = pool.apply(run_networks, (models, args.batch_size))
         with ctx.Pool(1) as pool:
             rescan, _, _ = pool.apply(run_pipeline, (folder, work / f"cache-{name}", models, args.batch_size))
-        ceiling = n / (n * (per_image["clip"] + per_image["resnet"]) + crops * per_image["clip"])
+
+        def ceiling_of(per_image: dict[str, float]) -> float:
+            return n / (n * (per_image["clip"] + per_image["resnet"]) + crops * per_image["clip"])
+
+        per_image = {key: (before[key] + after[key]) / 2 for key in before}
+        ceiling = ceiling_of(per_image)
         whole_only = 1 / (per_image["clip"] + per_image["resnet"])
         print(f"\n{name}: {n} images, {crops} regions cut from sheets")
         print(f"  (a) straightforward loop   {n / naive:7.2f} img/s   peak RSS {naive_rss:6.0f} MB")
         print(f"  (b) Lookalike pipeline     {n / piped:7.2f} img/s   peak RSS {piped_rss:6.0f} MB")
         print(f"  (c) networks alone         {ceiling:7.2f} img/s   (batch {args.batch_size}, pre-decoded, "
-              f"images and regions)")
+              f"images and regions; {ceiling_of(before):.2f} before (b), {ceiling_of(after):.2f} after)")
         print(f"  (c0) whole images only     {whole_only:7.2f} img/s")
         print(f"  b/a = {naive / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
               f"b/c0 = {100 * (n / piped) / whole_only:.0f}%   unchanged re-scan {rescan:.2f} s")

@@ -82,7 +82,7 @@ def load_extractors(
             )
             continue
         extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size,
-                                   sample=precision_sample)
+                                   sample=precision_sample, calibration=calibration_sample)
     extractors["hsv"] = HsvHistogram()
     extractors["orb"] = OrbFeatures()
     extractors["orb_mirror"] = MirroredOrbFeatures()
@@ -93,18 +93,28 @@ def load_extractors(
 
 
 # Real designs on which a lower precision must keep each network's features
-# (features/precision.py): the ones shipped as the demo collection.
+# (features/precision.py): the ones shipped as the demo collection.  The first
+# SAMPLE_SIZE check int8; the rest calibrate it where it needs calibrating.
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "static" / "images"
 SAMPLE_SIZE = 16
 
 
-@functools.lru_cache(maxsize=1)
 def precision_sample() -> tuple:
     """Up to SAMPLE_SIZE bundled designs, decoded as indexing decodes them."""
+    return _bundled_designs()[:SAMPLE_SIZE]
+
+
+def calibration_sample() -> tuple:
+    """The other bundled designs: never the ones that then check the int8 network."""
+    return _bundled_designs()[SAMPLE_SIZE:]
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_designs() -> tuple:
     from engine.decode import UnreadableImage, decode
 
     pictures = []
-    for path in sorted(SAMPLE_DIR.glob("*.png"))[:SAMPLE_SIZE]:
+    for path in sorted(SAMPLE_DIR.glob("*.png")):
         try:
             pictures.append(decode(path.read_bytes()).image)
         except (OSError, UnreadableImage):

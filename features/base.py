@@ -100,15 +100,19 @@ class NetworkExtractor:
     mean: np.ndarray
     std: np.ndarray
     offers_int8 = False
+    int8_method = "int8-dynamic"  # named in the fingerprint of int8 rows
 
     def __init__(self, weights, digest: str, batch_size: int = 32,
-                 sample: Callable[[], Sequence[Image.Image]] | None = None) -> None:
+                 sample: Callable[[], Sequence[Image.Image]] | None = None,
+                 calibration: Callable[[], Sequence[Image.Image]] | None = None) -> None:
         """`sample`: real designs on which a lower precision must prove itself
-        (features/precision.py); without one the network stays in fp32."""
+        (features/precision.py); without one the network stays in fp32.
+        `calibration`: other real designs, for an int8 that needs its ranges observed."""
         self.weights = weights
         self.digest = digest
         self.batch_size = batch_size
         self._sample = sample
+        self._calibration = calibration
         self._choice: precision.Choice | None = None
         self._model = LazyModel(self._load)
 
@@ -116,7 +120,7 @@ class NetworkExtractor:
         base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
         # fp32 keeps the fingerprint it always had, so earlier indexes stay valid;
         # int8 vectors are never mixed with fp32 ones (an exact copy must score ~1).
-        return base if self.precision().precision == precision.FP32 else f"{base}:int8-dynamic"
+        return base if self.precision().precision == precision.FP32 else f"{base}:{self.int8_method}"
 
     def precision(self) -> precision.Choice:
         """The precision this network runs in: remembered, else measured (building the model).
@@ -158,19 +162,24 @@ class NetworkExtractor:
         model = self._build()
         if not self._tries_int8:
             self._choice = precision.ONLY_FP32
-            return model
+            return self._fp32(model)
         choice = self._choice or precision.remembered(self._memo, self._memo_key)  # fingerprint() may have read it
+        ready = None  # the fp32 model made ready to run, once made
         if choice is None or choice.precision == precision.INT8:  # else no int8 copy is even made
             try:
                 quantized = self._quantized(model)
             except Exception as exc:  # any torch without the int8 kernels: fp32 it is
                 log.warning("%s: int8 not available (%s); running in fp32", self.name, exc)
-                self._choice = precision.ONLY_FP32
-                return model
-            choice = choice or self._measure(model, quantized)
+                choice = precision.ONLY_FP32
+            else:
+                if choice is None:  # int8 is measured against fp32 as it would run
+                    ready = self._fp32(model)
+                    choice = self._measure(ready, quantized)
         log.info("%s runs in %s", self.name, choice.reason)
         self._choice = choice
-        return self._adopt(model, quantized) if choice.precision == precision.INT8 else model
+        if choice.precision == precision.INT8:
+            return self._adopt(model, quantized)
+        return ready if ready is not None else self._fp32(model)
 
     def _measure(self, model, quantized) -> precision.Choice:
         pictures = list(self._sample())[: max(2, self.batch_size)]
@@ -183,6 +192,10 @@ class NetworkExtractor:
 
     def _build(self):
         raise NotImplementedError
+
+    def _fp32(self, model):
+        """The built model made ready to run in fp32 (e.g. frozen)."""
+        return model
 
     def _quantized(self, model):
         """The model in int8, for subclasses that offer it (`offers_int8`)."""

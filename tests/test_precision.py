@@ -1,4 +1,4 @@
-"""int8 for CLIP's image tower only where it keeps the features and is faster, remembered per weights file."""
+"""int8 (CLIP dynamic, ResNet50 static) only where it keeps the features and is faster, remembered per weights file."""
 import json
 
 import numpy as np
@@ -99,19 +99,45 @@ def test_an_unreadable_memo_is_measured_again(cfg, weight_files):
     assert json.loads((cfg.models_dir / precision.MEMO).read_text())
 
 
-def test_resnet_stays_in_fp32_without_measuring(cfg, weight_files, monkeypatch):
-    monkeypatch.setattr(precision, "measure", lambda *a, **k: pytest.fail("ResNet offers no int8"))
+def test_resnet_takes_static_int8_calibrated_on_other_designs_than_those_that_check_it(cfg, weight_files, monkeypatch):
+    calibrated, checked = [], []
+    real_static, real_measure = precision.quantize_static, precision.measure
+
+    def spy_static(module, batch):
+        calibrated.append(batch.clone())
+        return real_static(module, batch)
+
+    def spy_measure(fp32, int8, batch, *args):
+        checked.append(batch.clone())
+        return real_measure(fp32, int8, batch, *args)
+    monkeypatch.setattr(precision, "quantize_static", spy_static)
+    monkeypatch.setattr(precision, "measure", spy_measure)
+    engine_before = torch.backends.quantized.engine
     models.import_file(cfg.models_dir, weight_files["resnet"])
     resnet = models.load_extractors(cfg.models_dir)[0]["resnet"]
-    assert resnet.precision() == precision.ONLY_FP32
+    choice = resnet.precision()
+    assert torch.backends.quantized.engine == engine_before  # CLIP's dynamic int8 keeps its kernels
+    assert len(calibrated) == 1 and len(checked) == 1
+    assert len(calibrated[0]) == len(models.calibration_sample()) > 0
+    assert not any(torch.equal(c, k) for c in calibrated[0] for k in checked[0])  # disjoint sets of designs
+    # Random weights keep their vectors in int8 (the real ones are checked the same way on first use).
+    assert choice.min_cosine >= precision.MIN_COSINE and choice.fp32_ms > 0 and choice.int8_ms > 0
+    assert resnet.fingerprint().endswith(":int8-static") == (choice.precision == precision.INT8)
+    entry = json.loads((cfg.models_dir / precision.MEMO).read_text())[precision.memo_key("resnet50", resnet.digest)]
+    assert entry["precision"] == choice.precision
+
+    # The next start remembers the choice and rebuilds the same int8 network: same vectors.
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: pytest.fail("measured again"))
+    again = models.load_extractors(cfg.models_dir)[0]["resnet"]
+    designs = [make_design(i).convert("RGB") for i in range(3)]
+    assert again.fingerprint() == resnet.fingerprint()
+    assert np.array_equal(again.embed(designs), resnet.embed(designs))
+
+
+def test_resnet_without_calibration_designs_runs_in_fp32(cfg, weight_files, monkeypatch):
+    monkeypatch.setattr(models, "calibration_sample", lambda: ())
+    models.import_file(cfg.models_dir, weight_files["resnet"])
+    resnet = models.load_extractors(cfg.models_dir)[0]["resnet"]
     assert resnet.embed([make_design(1).convert("RGB")]).shape == (1, 2048)
-    assert not (cfg.models_dir / precision.MEMO).exists()
-
-
-def test_a_remembered_choice_gives_the_fingerprint_without_loading_the_network(cfg, weight_files):
-    models.import_file(cfg.models_dir, weight_files["clip"])
-    measured = models.load_extractors(cfg.models_dir)[0]["clip"]
-    fingerprint = measured.fingerprint()
-    again = models.load_extractors(cfg.models_dir)[0]["clip"]
-    assert again.fingerprint() == fingerprint
-    assert again._model._model is None  # an unchanged re-scan loads no network
+    assert resnet.precision() == precision.ONLY_FP32
+    assert resnet.fingerprint() == f"resnet50:{resnet.digest[:16]}:letterbox-white-224-bicubic-v1"
