@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--search-cache", help="cache folder of that index")
     parser.add_argument("--search-models", help="weights folder for the search (default: the cache's)")
     parser.add_argument("--search-only", action="store_true", help="only the search latency")
+    parser.add_argument("--fp32", action="append", default=[], choices=["clip", "resnet"],
+                        help="keep this network in fp32 in every phase instead of the measured precision "
+                             "(repeatable): shows how much of the pipeline hides behind slower networks")
     args = parser.parse_args()
     if args.search_images:
         report_search_latency(args)
@@ -53,6 +56,8 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="lookalike-speed-"))
     models = make_random_weights(work / "models")
+    for network in args.fp32:
+        force_fp32(models, network)
     sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
     if args.photos:
         sets["photos"] = large_photos(Path(args.photos), work / "photo-sources", args.count)
@@ -149,6 +154,16 @@ def make_random_weights(folder: Path) -> Path:
     for path in (folder / "clip.safetensors", folder / "resnet.pth"):
         models.import_file(target, path)
     return target
+
+
+def force_fp32(models_dir: Path, network: str) -> None:
+    """Record fp32 as the precision choice for `network`'s weights, as if it had been measured."""
+    from engine import models
+    from features import precision
+
+    extractor = models.load_extractors(models_dir)[0][network]  # builds no model
+    precision.remember(models_dir / precision.MEMO, precision.memo_key(extractor.architecture, extractor.digest),
+                       precision.ONLY_FP32)
 
 
 def peak_mb() -> float:
