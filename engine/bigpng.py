@@ -100,7 +100,7 @@ def decode_reduced(stream: BinaryIO, factor: int) -> Image.Image:
         take = rows * (row_bytes + 1)
         filtered = np.frombuffer(pending, np.uint8, take).reshape(rows, row_bytes + 1)
         pixels = _unfilter(filtered, previous_row, colour)
-        del filtered
+        del filtered  # a view into `pending`, which cannot shrink while one is held
         del pending[:take]
         previous_row = pixels[-1].copy()
         if extra:  # a palette or a transparent key colour: let Pillow's PNG reader apply it

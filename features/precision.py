@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -63,11 +64,17 @@ class Choice:
 ONLY_FP32 = Choice(FP32, 1.0, 0.0, 0.0)
 
 
+# Quantizing packs weights for the process-wide quantized engine, which a static
+# quantization switches for a moment: two networks loading at once (a search and a
+# reindex) must not pack one of them for the other's engine.
+_ENGINE_LOCK = threading.Lock()
+
+
 def quantize_linear(module):
     """A copy of `module` whose Linear layers run in dynamic int8."""
     import torch
 
-    with warnings.catch_warnings():  # torch 2.14 announces its successor (torchao) on every call
+    with _ENGINE_LOCK, warnings.catch_warnings():  # torch 2.14 announces its successor (torchao) on every call
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
 
@@ -89,8 +96,8 @@ def quantize_static(module, calibration):
     backend = next((name for name in ("onednn", "x86", "fbgemm") if name in engines), None)
     if backend is None:
         raise RuntimeError(f"no int8 convolution backend in this torch (has {engines})")
-    previous = torch.backends.quantized.engine
-    with warnings.catch_warnings():  # torch 2.14 announces its successor (torchao) on every call
+    with _ENGINE_LOCK, warnings.catch_warnings():  # torch 2.14 announces its successor (torchao) on every call
+        previous = torch.backends.quantized.engine
         warnings.simplefilter("ignore")
         try:
             torch.backends.quantized.engine = backend
