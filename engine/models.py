@@ -82,7 +82,8 @@ def load_extractors(
             )
             continue
         extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size,
-                                   sample=precision_sample, calibration=calibration_sample)
+                                   sample=precision_sample, calibration=calibration_sample,
+                                   calibration_id=calibration_id)
     extractors["hsv"] = HsvHistogram()
     extractors["orb"] = OrbFeatures()
     extractors["orb_mirror"] = MirroredOrbFeatures()
@@ -110,11 +111,25 @@ def calibration_sample() -> tuple:
 
 
 @functools.lru_cache(maxsize=1)
+def calibration_id() -> str:
+    """Names the bundled designs, calibration ones included, by their files' bytes,
+    without decoding them (a fingerprint is asked for on every re-scan)."""
+    digest = hashlib.sha256()
+    for path in _bundled_paths():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _bundled_paths() -> list[Path]:
+    return sorted(SAMPLE_DIR.glob("*.png"))
+
+
+@functools.lru_cache(maxsize=1)
 def _bundled_designs() -> tuple:
     from engine.decode import UnreadableImage, decode
 
     pictures = []
-    for path in sorted(SAMPLE_DIR.glob("*.png")):
+    for path in _bundled_paths():
         try:
             pictures.append(decode(path.read_bytes()).image)
         except (OSError, UnreadableImage):

@@ -104,15 +104,18 @@ class NetworkExtractor:
 
     def __init__(self, weights, digest: str, batch_size: int = 32,
                  sample: Callable[[], Sequence[Image.Image]] | None = None,
-                 calibration: Callable[[], Sequence[Image.Image]] | None = None) -> None:
+                 calibration: Callable[[], Sequence[Image.Image]] | None = None,
+                 calibration_id: Callable[[], str] | None = None) -> None:
         """`sample`: real designs on which a lower precision must prove itself
         (features/precision.py); without one the network stays in fp32.
-        `calibration`: other real designs, for an int8 that needs its ranges observed."""
+        `calibration`: other real designs, for an int8 that needs its ranges observed,
+        and `calibration_id` names them cheaply (other designs, other int8 vectors)."""
         self.weights = weights
         self.digest = digest
         self.batch_size = batch_size
         self._sample = sample
         self._calibration = calibration
+        self._calibration_id = calibration_id
         self._choice: precision.Choice | None = None
         self._model = LazyModel(self._load)
 
@@ -120,7 +123,7 @@ class NetworkExtractor:
         base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
         # fp32 keeps the fingerprint it always had, so earlier indexes stay valid;
         # int8 vectors are never mixed with fp32 ones (an exact copy must score ~1).
-        return base if self.precision().precision == precision.FP32 else f"{base}:{self.int8_method}"
+        return base if self.precision().precision == precision.FP32 else f"{base}:{self._int8_tag()}"
 
     def precision(self) -> precision.Choice:
         """The precision this network runs in: remembered, else measured (building the model).
@@ -192,6 +195,10 @@ class NetworkExtractor:
 
     def _build(self):
         raise NotImplementedError
+
+    def _int8_tag(self) -> str:
+        """How the int8 rows were made, as far as it changes them."""
+        return self.int8_method
 
     def _fp32(self, model):
         """The built model made ready to run in fp32 (e.g. frozen)."""

@@ -60,6 +60,10 @@ class ResnetExtractor(NetworkExtractor):
             warnings.simplefilter("ignore")
             return torch.jit.freeze(torch.jit.script(model))
 
+    def _int8_tag(self) -> str:
+        # The activation ranges come from the calibration designs: other designs, other vectors.
+        return f"{self.int8_method}-{self._calibration_id()}" if self._calibration_id else self.int8_method
+
     def _quantized(self, model):
         designs = list(self._calibration()) if self._calibration else []
         if not designs:

@@ -122,7 +122,7 @@ def test_resnet_takes_static_int8_calibrated_on_other_designs_than_those_that_ch
     assert not any(torch.equal(c, k) for c in calibrated[0] for k in checked[0])  # disjoint sets of designs
     # Random weights keep their vectors in int8 (the real ones are checked the same way on first use).
     assert choice.min_cosine >= precision.MIN_COSINE and choice.fp32_ms > 0 and choice.int8_ms > 0
-    assert resnet.fingerprint().endswith(":int8-static") == (choice.precision == precision.INT8)
+    assert (":int8-static-" in resnet.fingerprint()) == (choice.precision == precision.INT8)
     entry = json.loads((cfg.models_dir / precision.MEMO).read_text())[precision.memo_key("resnet50", resnet.digest)]
     assert entry["precision"] == choice.precision
 
@@ -141,3 +141,18 @@ def test_resnet_without_calibration_designs_runs_in_fp32(cfg, weight_files, monk
     assert resnet.embed([make_design(1).convert("RGB")]).shape == (1, 2048)
     assert resnet.precision() == precision.ONLY_FP32
     assert resnet.fingerprint() == f"resnet50:{resnet.digest[:16]}:letterbox-white-224-bicubic-v1"
+
+
+def test_int8_resnet_rows_are_named_by_their_calibration_designs(cfg, weight_files, monkeypatch):
+    models.import_file(cfg.models_dir, weight_files["resnet"])
+    fresh = models.load_extractors(cfg.models_dir)[0]["resnet"]
+    key = precision.memo_key(fresh.architecture, fresh.digest)
+    prints = {}
+    for chosen in (precision.FP32, precision.INT8):
+        precision.remember(cfg.models_dir / precision.MEMO, key, precision.Choice(chosen, 0.999, 40.0, 10.0))
+        for designs in ("bundled", "edited"):
+            monkeypatch.setattr(models, "calibration_id", lambda designs=designs: designs)
+            prints[chosen, designs] = models.load_extractors(cfg.models_dir)[0]["resnet"].fingerprint()
+    # Other calibration designs observe other activation ranges: int8 rows are re-extracted.
+    assert prints[precision.INT8, "bundled"] != prints[precision.INT8, "edited"]
+    assert prints[precision.FP32, "bundled"] == prints[precision.FP32, "edited"]  # fp32 does not depend on them
