@@ -161,9 +161,7 @@ def force_fp32(models_dir: Path, network: str) -> None:
     from engine import models
     from features import precision
 
-    extractor = models.load_extractors(models_dir)[0][network]  # builds no model
-    precision.remember(models_dir / precision.MEMO, precision.memo_key(extractor.architecture, extractor.digest),
-                       precision.ONLY_FP32)
+    models.load_extractors(models_dir)[0][network].remember(precision.ONLY_FP32)  # builds no model
 
 
 def peak_mb() -> float:

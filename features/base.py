@@ -149,6 +149,10 @@ class NetworkExtractor:
                 rows.append(self._forward(model, batch).float().numpy())
         return l2_normalize(np.concatenate(rows))
 
+    def remember(self, choice: precision.Choice) -> None:
+        """Record `choice` for these weights, as a measurement does: the next load obeys it."""
+        precision.remember(self._memo, self._memo_key, choice)
+
     @property
     def _memo(self) -> Path:
         return Path(self.weights).parent / precision.MEMO
@@ -190,7 +194,7 @@ class NetworkExtractor:
             return precision.ONLY_FP32  # nothing to prove int8 on
         batch = to_batch(pictures, self.mean, self.std)
         choice = precision.measure(lambda b: self._forward(model, b), lambda b: self._forward(quantized, b), batch)
-        precision.remember(self._memo, self._memo_key, choice)
+        self.remember(choice)
         return choice
 
     def _build(self):

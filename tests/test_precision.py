@@ -77,11 +77,10 @@ def test_clip_measures_once_per_weights_file_and_remembers_it(cfg, weight_files,
 def test_a_forced_choice_is_obeyed_and_changes_the_fingerprint_only_for_int8(cfg, weight_files):
     models.import_file(cfg.models_dir, weight_files["clip"])
     fresh = models.load_extractors(cfg.models_dir)[0]["clip"]
-    key = precision.memo_key(fresh.architecture, fresh.digest)
     images = [make_design(i).convert("RGB") for i in range(3)]
     rows, prints = {}, {}
     for chosen in (precision.FP32, precision.INT8):
-        precision.remember(cfg.models_dir / precision.MEMO, key, precision.Choice(chosen, 0.999, 50.0, 30.0))
+        fresh.remember(precision.Choice(chosen, 0.999, 50.0, 30.0))
         clip = models.load_extractors(cfg.models_dir)[0]["clip"]
         rows[chosen], prints[chosen] = clip.embed(images), clip.fingerprint()
     # fp32 keeps the fingerprint indexes were built with before precision was chosen.
@@ -146,10 +145,9 @@ def test_resnet_without_calibration_designs_runs_in_fp32(cfg, weight_files, monk
 def test_int8_resnet_rows_are_named_by_their_calibration_designs(cfg, weight_files, monkeypatch):
     models.import_file(cfg.models_dir, weight_files["resnet"])
     fresh = models.load_extractors(cfg.models_dir)[0]["resnet"]
-    key = precision.memo_key(fresh.architecture, fresh.digest)
     prints = {}
     for chosen in (precision.FP32, precision.INT8):
-        precision.remember(cfg.models_dir / precision.MEMO, key, precision.Choice(chosen, 0.999, 40.0, 10.0))
+        fresh.remember(precision.Choice(chosen, 0.999, 40.0, 10.0))
         for designs in ("bundled", "edited"):
             monkeypatch.setattr(models, "calibration_id", lambda designs=designs: designs)
             prints[chosen, designs] = models.load_extractors(cfg.models_dir)[0]["resnet"].fingerprint()
