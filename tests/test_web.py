@@ -4,7 +4,9 @@ import io
 import re
 import threading
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from engine.core import Engine
 from features import HsvHistogram
@@ -98,7 +100,15 @@ def test_search_with_basic_auth_returns_the_design_first(client, collection):
     results = response.get_json()["results"]
     assert len(results) == 3 and results[0]["path"] == "design_06.png"
     assert set(results[0]["scores"]) == {"clip", "resnet", "hsv"}
-    assert client.get(results[0]["thumb_url"], headers=basic()).status_code == 200
+    thumb = client.get(results[0]["thumb_url"], headers=basic())
+    assert thumb.status_code == 200
+    preview = Image.open(io.BytesIO(thumb.data))
+    design = collection["design_06.png"]
+    flat = Image.alpha_composite(Image.new("RGBA", design.size, "white"), design).convert("RGB")
+    assert preview.format == "JPEG" and max(preview.size) <= 256
+    # The preview is the design itself, flattened onto white, only smaller.
+    expected = np.asarray(flat.resize(preview.size, Image.Resampling.BOX), dtype=np.float32)
+    assert np.abs(np.asarray(preview.convert("RGB"), dtype=np.float32) - expected).mean() < 12
 
 
 def test_bearer_token_works_like_basic(client):
