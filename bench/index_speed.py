@@ -4,13 +4,19 @@
 For each image set, in one run on the same images and the same random-weight
 networks (the compute is the same as with the real weights):
   (a) the straightforward loop: one image at a time, full decode, batch of one
-      per network, histogram on the full-size image;
+      per network, histogram on the full-size image, with the networks in the
+      precision Lookalike measured for them; (a32) the same loop with both
+      networks in fp32 (as a loop that never chose a precision would run them);
   (b) Lookalike's indexer (one decode sized to need, parallel workers, batches);
   (c) the networks alone at the indexer's batch size on pre-decoded tensors,
       over the same network work as (b): every image through CLIP and ResNet50,
       and every region the pipeline cut out of a sheet through CLIP (regions are
       network inputs too), measured just before and just after (b) and averaged;
-      (c0) is the same for whole images only.
+      (c0) is the same for whole images only;
+  (w) the workers' own work alone, one image after another on one thread, in
+      seconds of CPU per image.  With every core busy (as in (b) on two cores),
+      b/c cannot exceed N / (N + W), N being the networks' CPU seconds per image
+      in (c): the bound printed with it.
 Each phase runs in a fresh child process, so its peak RSS is its own.
 
     python bench/index_speed.py --designs /usr/share/openclipart/png --photos DIR [--count 160]
@@ -58,6 +64,10 @@ def main() -> None:
     models = make_random_weights(work / "models")
     for network in args.fp32:
         force_fp32(models, network)
+    models_fp32 = work / "models-fp32"
+    shutil.copytree(models, models_fp32)
+    for network in ("clip", "resnet"):
+        force_fp32(models_fp32, network)
     sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
     if args.photos:
         sets["photos"] = large_photos(Path(args.photos), work / "photo-sources", args.count)
@@ -70,6 +80,8 @@ def main() -> None:
         n = len(files)
         with ctx.Pool(1) as pool:
             naive, naive_rss = pool.apply(run_naive, (folder, models))
+        with ctx.Pool(1) as pool:
+            naive_fp32, _ = pool.apply(run_naive, (folder, models_fp32))
         # The ceiling is measured just before and just after the pipeline and averaged:
         # this machine's speed drifts by tens of percent within minutes.
         with ctx.Pool(1) as pool:
@@ -80,20 +92,27 @@ def main() -> None:
             after = pool.apply(run_networks, (models, args.batch_size))
         with ctx.Pool(1) as pool:
             rescan, _, _ = pool.apply(run_pipeline, (folder, work / f"cache-{name}", models, args.batch_size))
+        with ctx.Pool(1) as pool:
+            workers_cpu = pool.apply(run_workers, (folder, work / f"cache-{name}-workers", models))
 
         def ceiling_of(per_image: dict[str, float]) -> float:
             return n / (n * (per_image["clip"] + per_image["resnet"]) + crops * per_image["clip"])
 
         per_image = {key: (before[key] + after[key]) / 2 for key in before}
         ceiling = ceiling_of(per_image)
+        networks_cpu = 1 / ceiling_of({name: per_image[f"{name}_cpu"] for name in ("clip", "resnet")})
         whole_only = 1 / (per_image["clip"] + per_image["resnet"])
         print(f"\n{name}: {n} images, {crops} regions cut from sheets")
         print(f"  (a) straightforward loop   {n / naive:7.2f} img/s   peak RSS {naive_rss:6.0f} MB")
+        print(f"  (a32) the same, fp32       {n / naive_fp32:7.2f} img/s")
         print(f"  (b) Lookalike pipeline     {n / piped:7.2f} img/s   peak RSS {piped_rss:6.0f} MB")
         print(f"  (c) networks alone         {ceiling:7.2f} img/s   (batch {args.batch_size}, pre-decoded, "
               f"images and regions; {ceiling_of(before):.2f} before (b), {ceiling_of(after):.2f} after)")
         print(f"  (c0) whole images only     {whole_only:7.2f} img/s")
-        print(f"  b/a = {naive / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
+        print(f"  (w) workers' work alone    {1000 * workers_cpu:7.1f} ms of CPU per image, against the networks' "
+              f"{1000 * networks_cpu:.1f}: b/c can reach at most {100 * networks_cpu / (networks_cpu + workers_cpu):.0f}% "
+              f"with every core busy")
+        print(f"  b/a = {naive / piped:.2f}x   b/a32 = {naive_fp32 / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
               f"b/c0 = {100 * (n / piped) / whole_only:.0f}%   unchanged re-scan {rescan:.2f} s")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -221,11 +240,28 @@ def run_networks(models_dir: Path, batch_size: int) -> dict[str, float]:
     rounds = 3
     seconds = {}
     for name in ("clip", "resnet"):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(rounds):
             extractors[name].embed(images)
         seconds[name] = (time.perf_counter() - started) / (rounds * batch_size)
+        seconds[f"{name}_cpu"] = (time.process_time() - cpu) / (rounds * batch_size)
     return seconds
+
+
+def run_workers(folder: Path, cache: Path, models_dir: Path) -> float:
+    """CPU seconds per image of the indexer's worker stage alone (everything but the networks)."""
+    from engine.config import Config
+    from engine.core import Engine
+    from engine.indexer import Indexer
+    from engine.scan import scan
+
+    engine = Engine(Config(images=folder, cache=cache, models=models_dir))
+    indexer = Indexer(engine.config, engine.extractors)
+    files, every_feature = list(scan(folder)), frozenset(indexer.fingerprints)
+    started = time.process_time()
+    for file in files:
+        indexer.prepare((file, every_feature))
+    return (time.process_time() - started) / len(files)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class Indexer:
         done = 0
         try:
             batch: list[Prepared] = []
-            for prepared in completed_map(self._prepare, work, self.config.threads, window=4 * self.config.batch_size):
+            for prepared in completed_map(self.prepare, work, self.config.threads, window=4 * self.config.batch_size):
                 batch.append(prepared)
                 if len(batch) >= self.config.batch_size:
                     done += self._finish(batch, state, report)
@@ -120,8 +120,10 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return data, report
 
-    def _prepare(self, item: tuple[FileInfo, frozenset[str]]) -> Prepared:
-        """Worker stage: read once, hash, decode once, thumbnail, cheap features."""
+    def prepare(self, item: tuple[FileInfo, frozenset[str]]) -> Prepared:
+        """Worker stage: read once, hash, decode once, thumbnail, cheap features.
+
+        `item`: a file and the features it needs (the networks' are left for `_finish`)."""
         file, needs = item
         prepared = Prepared(file=file, needs=needs)
         try:
