@@ -79,6 +79,10 @@ class LazyModel:
         self._model: object | None = None
         self._lock = threading.Lock()
 
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
     def get(self) -> object:
         if self._model is None:
             with self._lock:
@@ -148,6 +152,11 @@ class NetworkExtractor:
                 batch = to_batch(images[start : start + self.batch_size], self.mean, self.std)
                 rows.append(self._forward(model, batch).float().numpy())
         return l2_normalize(np.concatenate(rows))
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is built and ready: the first embed() no longer waits for it."""
+        return self._model.built
 
     def remember(self, choice: precision.Choice) -> None:
         """Record `choice` for these weights, as a measurement does: the next load obeys it."""

@@ -66,6 +66,14 @@ def test_engine_with_all_three_features_finds_the_copy(with_weights, collection)
     assert all(v is not None for v in results[0].scores.values())
 
 
+def test_a_started_web_app_loads_the_networks_before_the_first_search(with_weights):
+    from web import create_app
+
+    engine = create_app(with_weights).extensions["engine"]
+    engine.warm_up.result(timeout=300)  # the load it started at once; no search has been made
+    assert all(engine.extractors[n].loaded for n in ("clip", "resnet"))
+
+
 def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg, collection, models_folder, caplog):
     caplog.set_level(logging.WARNING)
     engine = Engine(cfg)  # empty models folder
