@@ -109,6 +109,7 @@ class Engine:
             "index_complete": snap.data.complete,
             "skipped": len(snap.data.skipped),
             "reindex": self.progress.as_dict(),
+            "networks_loading": self.warm_up is not None and not self.warm_up.done(),
         }
 
     def decode_query(self, data: bytes) -> Decoded:

@@ -122,3 +122,25 @@ def test_bad_upload_shows_the_servers_message(page, server):
     expect(page.locator("body[data-ready=true]")).to_be_attached()  # app.js has wired its handlers
     drop(page, "#drop", b"this is not an image", "notes.png", "image/png")
     expect(page.locator("#message")).to_contain_text("not a usable image")
+
+
+def test_the_loading_note_shows_until_the_networks_are_ready(page, cfg, collection):
+    """Right after a start the page says a search will wait, and takes that down once loaded."""
+    import waitress
+    from playwright.sync_api import expect
+
+    store_password(cfg.cache, PASSWORD)
+    gate = threading.Event()  # holds the stand-in network's load open
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(gate=gate), "hsv": HsvHistogram()})
+    engine.warm_networks()
+    server = waitress.create_server(create_app(cfg, engine=engine), host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        log_in(page, f"http://127.0.0.1:{server.effective_port}", PASSWORD)
+        expect(page.locator("#networks-loading")).to_be_visible()
+        shot(page, "networks-loading")
+        gate.set()
+        expect(page.locator("#networks-loading")).to_be_hidden(timeout=15_000)  # the page polls /health
+    finally:
+        gate.set()
+        server.close()

@@ -195,6 +195,21 @@ def test_health_reports_features_switched_off(cfg, collection):
     assert "Some features are switched off" in client.get("/").get_data(as_text=True)
 
 
+def test_the_page_says_when_the_networks_are_still_loading(app, client, gate):
+    engine = app.extensions["engine"]
+    gate.clear()  # the stand-in network's load (its first embed) is held open
+    engine.warm_networks()
+    login(client)
+    assert client.get("/health").get_json()["networks_loading"] is True
+    note = re.search(r'<p class="note" id="networks-loading" ([^>]*)>', client.get("/").get_data(as_text=True))
+    assert "hidden" not in note.group(1)
+    gate.set()
+    engine.warm_up.result(timeout=30)
+    assert client.get("/health").get_json()["networks_loading"] is False
+    note = re.search(r'<p class="note" id="networks-loading" ([^>]*)>', client.get("/").get_data(as_text=True))
+    assert "hidden" in note.group(1)
+
+
 def test_repeated_failures_are_rate_limited(client):
     for _ in range(10):
         assert client.get("/health", headers=basic("wrong")).status_code == 401

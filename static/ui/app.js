@@ -35,6 +35,7 @@ async function search(file) {
     return;
   }
   $("message").textContent = `${body.results.length} results in ${body.elapsed_ms} ms`;
+  $("networks-loading").hidden = true;  // the search waited for them: they are loaded now
   render(body.results);
 }
 
@@ -135,6 +136,7 @@ async function refreshStatus() {
   const status = await (await fetch("/health", { credentials: "same-origin" })).json();
   $("status-images").textContent = status.images;
   $("status-features").textContent = status.features.join(", ") || "none";
+  $("networks-loading").hidden = !status.networks_loading;
   showTime(status.last_indexed);
 }
 
@@ -153,7 +155,14 @@ $("add-files").addEventListener("change", async (ev) => {
   ev.target.value = "";
   if ((body.added || []).length) reindex();
 });
+// While the networks load after a start, look again every few seconds to take the note down.
+async function watchNetworks() {
+  await refreshStatus();
+  if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
+}
+
 showTime(parseFloat($("status-last").dataset.ts));
+if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
 // Handlers are wired: lets a waiting script (the browser tests) know the page is live.
 document.body.dataset.ready = "true";
