@@ -217,11 +217,7 @@ def run_pipeline(folder: Path, cache: Path, models_dir: Path, batch_size: int) -
     from engine.core import Engine
 
     engine = Engine(Config(images=folder, cache=cache, models=models_dir, batch_size=batch_size))
-    from PIL import Image
-
-    warm = Image.new("RGB", (64, 64), "white")
-    for name in ("clip", "resnet"):
-        engine.extractors[name].embed([warm])
+    engine.warm_networks().result()  # loading the networks is not indexing
     started = time.perf_counter()
     engine.reindex()
     return time.perf_counter() - started, peak_mb(), len(engine.snapshot.data.regions.parents)

@@ -34,12 +34,17 @@ def make_design(seed: int, size: int = 320) -> Image.Image:
     return image
 
 
+def flat(design: Image.Image) -> Image.Image:
+    """The design flattened onto white, as a JPEG copy or a page would show it."""
+    page = Image.new("RGB", design.size, "white")
+    page.paste(design, mask=design.getchannel("A") if "A" in design.mode else None)
+    return page
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
     if fmt == "JPEG" and image.mode != "RGB":
-        flat = Image.new("RGB", image.size, "white")
-        flat.paste(image, mask=image.getchannel("A") if "A" in image.mode else None)
-        image = flat
+        image = flat(image)
     image.save(out, fmt, **options)
     return out.getvalue()
 

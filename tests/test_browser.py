@@ -7,6 +7,7 @@ its progress bar, logout.  Screenshots land in test-artifacts/.
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import threading
 from pathlib import Path
@@ -25,18 +26,26 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def server(cfg, collection):
+@contextlib.contextmanager
+def serving(cfg, engine):
     """The app served by waitress, as `image.py serve` runs it, on a free loopback port."""
     import waitress
 
     store_password(cfg.cache, PASSWORD)
-    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
-    engine.reindex()
     server = waitress.create_server(create_app(cfg, engine=engine), host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def server(cfg, collection):
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
+    engine.reindex()
+    with serving(cfg, engine) as url:
+        yield url
 
 
 @pytest.fixture
@@ -126,21 +135,17 @@ def test_bad_upload_shows_the_servers_message(page, server):
 
 def test_the_loading_note_shows_until_the_networks_are_ready(page, cfg, collection):
     """Right after a start the page says a search will wait, and takes that down once loaded."""
-    import waitress
     from playwright.sync_api import expect
 
-    store_password(cfg.cache, PASSWORD)
     gate = threading.Event()  # holds the stand-in network's load open
     engine = Engine(cfg, extractors={"resnet": CountingExtractor(gate=gate), "hsv": HsvHistogram()})
     engine.warm_networks()
-    server = waitress.create_server(create_app(cfg, engine=engine), host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
     try:
-        log_in(page, f"http://127.0.0.1:{server.effective_port}", PASSWORD)
-        expect(page.locator("#networks-loading")).to_be_visible()
-        shot(page, "networks-loading")
-        gate.set()
-        expect(page.locator("#networks-loading")).to_be_hidden(timeout=15_000)  # the page polls /health
+        with serving(cfg, engine) as url:
+            log_in(page, url, PASSWORD)
+            expect(page.locator("#networks-loading")).to_be_visible()
+            shot(page, "networks-loading")
+            gate.set()
+            expect(page.locator("#networks-loading")).to_be_hidden(timeout=15_000)  # the page polls /health
     finally:
         gate.set()
-        server.close()

@@ -7,13 +7,8 @@ from PIL import Image
 from engine.core import Engine
 from features import HsvHistogram
 from features.orb import MirroredOrbFeatures, OrbFeatures
+from conftest import flat
 from fakes import CountingExtractor
-
-
-def flat(design):
-    page = Image.new("RGB", design.size, "white")
-    page.paste(design, mask=design.getchannel("A"))
-    return page
 
 
 @pytest.fixture

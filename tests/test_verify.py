@@ -8,7 +8,7 @@ from engine.core import Engine
 from engine.verify import geometric_check
 from features import HsvHistogram
 from features.orb import OrbFeatures
-from conftest import encode, make_design
+from conftest import encode, flat, make_design
 from fakes import CountingExtractor
 
 
@@ -17,12 +17,6 @@ def engine(cfg, collection):
     engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram(), "orb": OrbFeatures()})
     engine.reindex()
     return engine
-
-
-def flat(design: Image.Image) -> Image.Image:
-    page = Image.new("RGB", design.size, "white")
-    page.paste(design, mask=design.getchannel("A"))
-    return page
 
 
 EDITS = {

@@ -12,7 +12,7 @@ from engine.core import Engine
 from features import HsvHistogram
 from web import create_app
 from web.passwords import store_password
-from conftest import encode, make_design
+from conftest import encode, flat, make_design
 from fakes import CountingExtractor
 
 PASSWORD = "correct horse battery"
@@ -103,11 +103,9 @@ def test_search_with_basic_auth_returns_the_design_first(client, collection):
     thumb = client.get(results[0]["thumb_url"], headers=basic())
     assert thumb.status_code == 200
     preview = Image.open(io.BytesIO(thumb.data))
-    design = collection["design_06.png"]
-    flat = Image.alpha_composite(Image.new("RGBA", design.size, "white"), design).convert("RGB")
     assert preview.format == "JPEG" and max(preview.size) <= 256
     # The preview is the design itself, flattened onto white, only smaller.
-    expected = np.asarray(flat.resize(preview.size, Image.Resampling.BOX), dtype=np.float32)
+    expected = np.asarray(flat(collection["design_06.png"]).resize(preview.size, Image.Resampling.BOX), dtype=np.float32)
     assert np.abs(np.asarray(preview.convert("RGB"), dtype=np.float32) - expected).mean() < 12
 
 
@@ -200,14 +198,15 @@ def test_the_page_says_when_the_networks_are_still_loading(app, client, gate):
     gate.clear()  # the stand-in network's load (its first embed) is held open
     engine.warm_networks()
     login(client)
-    assert client.get("/health").get_json()["networks_loading"] is True
-    note = re.search(r'<p class="note" id="networks-loading" ([^>]*)>', client.get("/").get_data(as_text=True))
-    assert "hidden" not in note.group(1)
+
+    def note_hidden() -> bool:
+        page = client.get("/").get_data(as_text=True)
+        return "hidden" in re.search(r'<p class="note" id="networks-loading" ([^>]*)>', page).group(1)
+
+    assert client.get("/health").get_json()["networks_loading"] is True and not note_hidden()
     gate.set()
     engine.warm_up.result(timeout=30)
-    assert client.get("/health").get_json()["networks_loading"] is False
-    note = re.search(r'<p class="note" id="networks-loading" ([^>]*)>', client.get("/").get_data(as_text=True))
-    assert "hidden" in note.group(1)
+    assert client.get("/health").get_json()["networks_loading"] is False and note_hidden()
 
 
 def test_repeated_failures_are_rate_limited(client):
