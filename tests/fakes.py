@@ -27,7 +27,7 @@ class CountingExtractor:
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if self.gate is not None:
-            assert self.gate.wait(timeout=30), "test never released the gate"
+            assert self.gate.wait(timeout=300), "test never released the gate"
         if self.fail_after is not None and self.embedded + len(images) > self.fail_after:
             raise RuntimeError("simulated crash in the middle of indexing")
         self.embedded += len(images)

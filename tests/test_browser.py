@@ -23,6 +23,7 @@ from fakes import CountingExtractor
 
 PASSWORD = "browser test password"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WAIT_MS = 120_000
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -52,7 +53,7 @@ def server(cfg, collection):
 def page():
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -61,7 +62,12 @@ def page():
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
-        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # Waits are for conditions (an element appears, a text changes); the bound only keeps a
+        # broken page from hanging the suite, so it is generous for a machine under load.
+        page.set_default_timeout(WAIT_MS)
+        expect.set_options(timeout=WAIT_MS)
+        yield page
         browser.close()
 
 
@@ -114,7 +120,7 @@ def test_search_page_end_to_end(page, server, cfg, collection):
     make_design(90).save(cfg.images / "new design.png")
     page.click("#reindex")
     expect(page.locator("#progress")).to_be_visible()
-    expect(page.locator("#progress-text")).to_contain_text("done: 1 indexed", timeout=30_000)
+    expect(page.locator("#progress-text")).to_contain_text("done: 1 indexed")
     expect(page.locator("#status-images")).to_have_text("13")
     shot(page, "reindex-finished")
 
@@ -146,6 +152,6 @@ def test_the_loading_note_shows_until_the_networks_are_ready(page, cfg, collecti
             expect(page.locator("#networks-loading")).to_be_visible()
             shot(page, "networks-loading")
             gate.set()
-            expect(page.locator("#networks-loading")).to_be_hidden(timeout=15_000)  # the page polls /health
+            expect(page.locator("#networks-loading")).to_be_hidden()  # the page polls /health
     finally:
         gate.set()

@@ -159,8 +159,7 @@ def test_reindex_runs_in_background_and_refuses_a_second(app, client, gate, cfg)
     assert during.status_code == 200
     gate.set()
     engine = app.extensions["engine"]
-    engine._reindex_lock.acquire(timeout=30)  # the background run releases it when done
-    engine._reindex_lock.release()
+    assert engine.wait_for_reindex(timeout=300)
     state = client.get("/reindex", headers=basic()).get_json()
     assert state["running"] is False and state["report"]["indexed"] == 1
     assert client.get("/health", headers=basic()).get_json()["images"] == 13
@@ -205,7 +204,7 @@ def test_the_page_says_when_the_networks_are_still_loading(app, client, gate):
 
     assert client.get("/health").get_json()["networks_loading"] is True and not note_hidden()
     gate.set()
-    engine.warm_up.result(timeout=30)
+    engine.warm_up.result(timeout=300)
     assert client.get("/health").get_json()["networks_loading"] is False and note_hidden()
 
 
