@@ -87,15 +87,22 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     import waitress
 
     from web import create_app
-    from web.passwords import ensure_password
+    from web.passwords import WeakPassword, ensure_password
 
-    generated = ensure_password(config.cache, os.environ.get("LOOKALIKE_PASSWORD"))
+    try:
+        generated = ensure_password(config.cache, os.environ.get("LOOKALIKE_PASSWORD"))
+    except WeakPassword as exc:
+        print(f"error: LOOKALIKE_PASSWORD: {exc}", file=sys.stderr)
+        return 2
     if generated:
         print(f"\nNo password was set. Generated one (shown only now):\n\n    {generated}\n\n"
               "Change it with: python image.py set-password\n", flush=True)
     app = create_app(config)
     print(f"Lookalike on http://{config.host}:{config.port}/  (images: {config.images})", flush=True)
-    waitress.serve(app, host=config.host, port=config.port, threads=8, max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 65536)
+    # waitress refuses a body over its own limit in plain text before the app sees it; with
+    # room above the app's limit, an upload that is too large gets the app's JSON message.
+    waitress.serve(app, host=config.host, port=config.port, threads=8,
+                   max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"])
     return 0
 
 

@@ -20,8 +20,13 @@ class Config:
     top_k: int = 12
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     max_upload_mb: int = 25
-    # Uploads: far above any real query, far below a decompression bomb.
+    # Designs added from the page: far above any real design photo, far below a bomb.
     upload_max_pixels: int = 100_000_000
+    # A query needs a few megapixels at most; its size is checked before decoding, and a
+    # JPEG (decoded at reduced size) may be larger.  Bounds what hostile uploads cost.
+    query_max_pixels: int = 24_000_000
+    # Queries decoded at the same time; the rest wait their turn.
+    decode_slots: int = 2
     # Collection files: just above the largest real design seen (623 MP), which streams.
     index_max_pixels: int = 700_000_000
     threads: int = max(1, os.cpu_count() or 1)
@@ -33,6 +38,17 @@ class Config:
     secure_cookies: bool = False
     # Weights folder; defaults to <cache>/models.  Several collections can share one.
     models: Path | None = None
+    # The reverse proxy's address: only requests from it are counted against the address
+    # it forwards (X-Forwarded-For); everyone else is counted by their own.
+    trusted_proxy: str | None = None
+
+    def __post_init__(self) -> None:
+        # Absolute once, here: nothing downstream may depend on the working directory
+        # (Flask resolves a relative file against its package folder, for one).
+        for name in ("images", "cache", "models"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser().absolute())
 
     @property
     def models_dir(self) -> Path:
@@ -77,7 +93,8 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
     values: dict = {}
     for name, convert in (
         ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
-        ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
+        ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("QUERY_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
+        ("TRUSTED_PROXY", str),
         ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int),
     ):
         if get(name):

@@ -55,6 +55,23 @@ class Decoded:
         return np.asarray(self.image)
 
 
+def open_image(data: bytes) -> Image.Image:
+    """Read the header only (format and declared size); no pixels are decoded yet."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Exception as exc:  # Pillow raises many types for "not an image"
+        raise UnreadableImage("not an image file (unrecognised format)") from exc
+
+
+def image_mimetype(path) -> str | None:
+    """The MIME type of the format the file's own header declares, None if not an image."""
+    try:
+        with Image.open(path) as image:
+            return Image.MIME.get(image.format)
+    except Exception:  # Pillow raises many types for "not an image"
+        return None
+
+
 def analysis_scale(width: int, height: int, side: int = ANALYSIS_SIDE) -> float:
     """Original pixels per analysis-picture pixel, for mapping boxes back."""
     longest = max(width, height)
@@ -62,14 +79,18 @@ def analysis_scale(width: int, height: int, side: int = ANALYSIS_SIDE) -> float:
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYSIS_SIDE,
-           keep_full: bool = False) -> Decoded:
-    """Decode image bytes into the shared analysis picture or raise UnreadableImage."""
+           keep_full: bool = False, jpeg_max_pixels: int | None = None) -> Decoded:
+    """Decode image bytes into the shared analysis picture or raise UnreadableImage.
+
+    `jpeg_max_pixels` lets a JPEG be larger than `max_pixels`: it is decoded at
+    reduced size, so its memory does not grow with its declared size.
+    """
     if not data:
         raise UnreadableImage("empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode(data, max_pixels, side, keep_full)
+            return _decode(data, max_pixels, side, keep_full, jpeg_max_pixels or max_pixels)
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
@@ -78,12 +99,11 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYS
         raise UnreadableImage("image too large to decode in memory") from exc
 
 
-def _decode(data: bytes, max_pixels: int, side: int, keep_full: bool) -> Decoded:
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Exception as exc:  # Pillow raises many types for "not an image"
-        raise UnreadableImage("not an image file (unrecognised format)") from exc
+def _decode(data: bytes, max_pixels: int, side: int, keep_full: bool, jpeg_max_pixels: int) -> Decoded:
+    image = open_image(data)
     width, height = image.size
+    if image.format == "JPEG":
+        max_pixels = jpeg_max_pixels
     if width * height > max_pixels:
         raise UnreadableImage(
             f"image is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
@@ -149,6 +169,11 @@ def _to_rgb_on_white(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.uint32)
         peak = 65535 if values.max() > 255 else 255
         image = Image.fromarray((values * 255 // peak).astype(np.uint8), "L")
+    if image.mode == "P" and isinstance(image.info.get("transparency"), int):
+        # One transparent palette entry (GIF, most palette PNGs): painting that entry white
+        # flattens the picture without an RGBA copy, a white canvas and a composite of its
+        # full size (a 24 MP GIF: 100 MB instead of 460).
+        image = _palette_on_white(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
@@ -156,3 +181,15 @@ def _to_rgb_on_white(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _palette_on_white(image: Image.Image) -> Image.Image:
+    palette = bytearray(image.getpalette("RGB") or b"")
+    index = image.info["transparency"]
+    if 3 * index + 3 > len(palette):
+        palette.extend(b"\0" * (3 * index + 3 - len(palette)))
+    palette[3 * index:3 * index + 3] = b"\xff\xff\xff"
+    flat = image.copy() if image.readonly else image
+    flat.putpalette(bytes(palette), "RGB")
+    flat.info.pop("transparency", None)
+    return flat.convert("RGB")

@@ -258,5 +258,11 @@ def to_csv(groups: list[Group]) -> str:
     writer.writerow(["group", "path", "suggestion"])
     for number, group in enumerate(groups, 1):
         for path in group.paths:
-            writer.writerow([number, path, "keep" if path == group.keep else "copy"])
+            writer.writerow([number, spreadsheet_safe(path), "keep" if path == group.keep else "copy"])
     return out.getvalue()
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet shows as text: one starting with a formula character gets a
+    leading apostrophe (OWASP's rule), so `=HYPERLINK(...).png` is never evaluated."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

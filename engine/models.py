@@ -77,7 +77,7 @@ def load_extractors(
         path = find_weights(models_dir, spec)
         if path is None:
             missing[name] = (
-                f"{spec.description}: weights not found at {expected_path(models_dir, spec)}; "
+                f"{spec.description}: weights not found ({models_dir.name}/{spec.filename}); "
                 f"run `python image.py models fetch` or `models import FILE`"
             )
             continue

@@ -50,6 +50,15 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def collection_image(root: Path, relative: str) -> Path | None:
+    """`relative` as the scanner would index it: an image file under root, none of its
+    parts hidden; None for anything else (an .svg, .html or dotfile is never served)."""
+    parts = relative.replace("\\", "/").split("/")
+    if any(part.startswith(".") for part in parts) or Path(relative).suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    return resolve_inside(root, relative)
+
+
 def resolve_inside(root: Path, relative: str) -> Path | None:
     """The real path of `relative` under root, or None if it escapes or is not a file."""
     if not relative or "\x00" in relative or Path(relative).is_absolute() or relative.startswith(("/", "\\")):

@@ -15,7 +15,7 @@ import numpy as np
 
 from features import precision
 from features.base import NetworkExtractor, l2_normalize
-from features.weights import WeightsSpec
+from features.weights import WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ class ClipExtractor(NetworkExtractor):
 
         with _quiet_root_warnings():  # open_clip warns "initialized randomly": we load weights next
             model = open_clip.create_model(ARCHITECTURE, pretrained=None)
-        official = WEIGHTS.is_official(self.digest)
+        # The official release is a TorchScript archive, and loading it runs code; the
+        # digest handed in may come from the hash memo, a file anyone who can write the
+        # (shareable) models folder can forge.  So a load that trusts the file re-hashes it.
+        official = WEIGHTS.is_official(self.digest) and WEIGHTS.is_official(file_sha256(self.weights))
         if is_torchscript(self.weights) and not official:
             # A TorchScript archive carries code; only the verified release is trusted.
             raise ValueError(f"{self.weights}: TorchScript archive with an unofficial hash refused")

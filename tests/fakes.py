@@ -21,11 +21,13 @@ class CountingExtractor:
         self.embedded = 0
         self.fail_after = fail_after
         self.gate = gate  # when set, embed() waits for it: lets a test hold a reindex open
+        self.arrived = threading.Event()  # set once embed() has been entered
 
     def fingerprint(self) -> str:
         return f"fake-{self.name}-{self.version}"
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
+        self.arrived.set()
         if self.gate is not None:
             assert self.gate.wait(timeout=300), "test never released the gate"
         if self.fail_after is not None and self.embedded + len(images) > self.fail_after:

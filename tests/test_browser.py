@@ -50,25 +50,30 @@ def server(cfg, collection):
 
 
 @pytest.fixture
-def page():
+def browser():
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
+    # Waits are for conditions (an element appears, a text changes); the bound only keeps a
+    # broken page from hanging the suite, so it is generous for a machine under load.
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        # Waits are for conditions (an element appears, a text changes); the bound only keeps a
-        # broken page from hanging the suite, so it is generous for a machine under load.
-        page.set_default_timeout(WAIT_MS)
-        expect.set_options(timeout=WAIT_MS)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    return page
 
 
 def shot(page, name: str) -> None:
@@ -155,3 +160,55 @@ def test_the_loading_note_shows_until_the_networks_are_ready(page, cfg, collecti
             expect(page.locator("#networks-loading")).to_be_hidden()  # the page polls /health
     finally:
         gate.set()
+
+
+@contextlib.contextmanager
+def other_origin(html: str):
+    """Another site on loopback (another port is another origin) serving one page."""
+    import http.server
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}/"
+    finally:
+        site.shutdown()
+
+
+def test_a_cross_site_form_cannot_reindex_with_a_remembered_basic_login(browser, server):
+    """The browser holds the password for Lookalike's origin (as after answering a Basic
+    prompt); a page on another origin auto-submits a form that would start a reindex."""
+    import json
+    import urllib.request
+
+    context = browser.new_context(http_credentials={"username": "", "password": PASSWORD, "origin": server})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    def reindex_started_at():
+        request = urllib.request.Request(server + "/reindex", headers={
+            "Authorization": "Basic " + base64.b64encode(f":{PASSWORD}".encode()).decode()})
+        with urllib.request.urlopen(request) as response:
+            return json.load(response)["started_at"]
+
+    before = reindex_started_at()
+    assert page.goto(server + "/duplicates.csv").status == 401  # no challenge: nothing to answer
+    form = f'''<form method="post" action="{server}/reindex"></form>
+                <script>document.forms[0].submit()</script>'''
+    with other_origin(form) as evil:
+        with page.expect_response(server + "/reindex") as posted:
+            page.goto(evil)
+    assert posted.value.status in (401, 403)
+    assert reindex_started_at() == before  # no reindex was started
+    context.close()

@@ -124,3 +124,27 @@ def test_text_search_without_clip_says_so(cfg, collection):
     engine.reindex()
     with pytest.raises(TextSearchUnavailable, match="CLIP weights"):
         engine.search_text("gold ring", 5)
+
+
+def test_a_forged_hash_memo_cannot_make_a_code_carrying_archive_official(cfg):
+    """The memo beside the weights is a convenience anyone with the folder can edit; a load
+    that would run code (TorchScript, weights_only=False) hashes the file itself."""
+    import json
+    import zipfile
+
+    from features.clip import ClipExtractor
+    from features.weights import file_sha256
+
+    cfg.models_dir.mkdir(parents=True)
+    archive = cfg.models_dir / CLIP_WEIGHTS.filename
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("ViT-B-32/constants.pkl", b"not really pickled code")
+        out.writestr("ViT-B-32/data.pkl", b"")
+    file_sha256(archive, cfg.models_dir / models.HASH_MEMO)  # the memo records the real hash...
+    memo = cfg.models_dir / models.HASH_MEMO
+    forged = {key: CLIP_WEIGHTS.sha256 for key in json.loads(memo.read_text())}  # ...then claims the official one
+    memo.write_text(json.dumps(forged))
+    assert next(r for r in models.status(cfg.models_dir) if r.name == "clip").present
+    extractor = ClipExtractor(archive, file_sha256(archive, memo))
+    with pytest.raises(ValueError, match="TorchScript archive with an unofficial hash refused"):
+        extractor.embed([make_design(1).convert("RGB")])

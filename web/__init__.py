@@ -42,12 +42,40 @@ def create_app(config: Config, engine=None) -> Flask:
     app.extensions["password_checker"] = PasswordChecker(config.cache)
     app.extensions["login_limiter"] = auth.LoginLimiter()
     app.before_request(auth.require_auth)
+    app.after_request(auth.set_login_nonce)
+    app.after_request(_security_headers)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _json_error)
+    app.register_error_handler(Exception, _internal_error)
     return app
+
+
+# Scripts and styles come only from static/ui; nothing may frame the pages.  Inline style
+# attributes stay allowed: the result cards place the matched-region box with one.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _security_headers(response):
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _internal_error(error: Exception):
+    from flask import current_app
+
+    current_app.logger.exception("Unhandled error")
+    response = jsonify(error="internal error; the server log says more")
+    response.status_code = 500
+    return response
 
 
 def _json_error(error: HTTPException):

@@ -12,7 +12,8 @@ from engine.core import ReindexRunning, TextSearchUnavailable
 from engine.decode import UnreadableImage
 from engine.duplicates import to_csv
 from engine.uploads import add_to_collection
-from engine.scan import resolve_inside
+from engine.decode import image_mimetype
+from engine.scan import collection_image
 from engine.thumbs import thumb_path
 
 bp = Blueprint("api", __name__)
@@ -123,10 +124,11 @@ def _threshold(value: str | None) -> float | None:
 
 @bp.get("/image/<path:relative>")
 def image(relative: str):
-    path = resolve_inside(current_app.config["LOOKALIKE"].images, relative)
-    if path is None:
+    path = collection_image(current_app.config["LOOKALIKE"].images, relative)
+    mimetype = image_mimetype(path) if path is not None else None
+    if mimetype is None:
         return bad_request("no such image in the collection", 404)
-    return send_file(path, max_age=300)
+    return send_file(path, mimetype=mimetype, max_age=300)
 
 
 @bp.get("/thumb/<path:relative>")

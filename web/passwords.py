@@ -18,7 +18,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 AUTH_FILE = "auth.json"
-MIN_LENGTH = 8
+MIN_LENGTH = 12
 
 
 def _auth_path(cache: Path) -> Path:
@@ -38,7 +38,13 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+class WeakPassword(ValueError):
+    """A password too short to stand against guessing."""
+
+
 def store_password(cache: Path, password: str) -> None:
+    if len(password) < MIN_LENGTH:
+        raise WeakPassword(f"the password must have at least {MIN_LENGTH} characters")
     write_private(_auth_path(cache), json.dumps({"password_hash": generate_password_hash(password)}))
 
 
