@@ -23,10 +23,19 @@ from pathlib import Path
 from engine.config import Config, from_environment, parse_weights
 
 
+NOISY_LIBRARIES = ("faiss", "faiss.loader", "waitress.queue", "timm", "open_clip", "huggingface_hub")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.INFO if not getattr(args, "json", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # Libraries' own start-up chatter (FAISS says which CPU build it could not load,
+        # waitress lists its queue) is not what a user reads the console for.
+        for name in NOISY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
     config = from_environment().with_overrides(
         images=_path(getattr(args, "images", None)), cache=_path(getattr(args, "cache", None)),
         models=_path(getattr(args, "models", None)),
@@ -38,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="image.py", description="Lookalike: find designs that look alike.")
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show the libraries' own log lines")
     # SUPPRESS: a flag given before a nested sub-command must not be reset by it.
     common.add_argument("--images", default=argparse.SUPPRESS, help="folder of design images (default static/images)")
     common.add_argument("--cache", default=argparse.SUPPRESS, help="folder for the index and secrets (default cache)")

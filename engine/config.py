@@ -36,6 +36,8 @@ class Config:
     # Index the separate designs inside sheets and collages as regions too.
     regions: bool = True
     secure_cookies: bool = False
+    # While serving, the collection is re-scanned this often (0: only at start).
+    rescan_minutes: float = 5.0
     # Weights folder; defaults to <cache>/models.  Several collections can share one.
     models: Path | None = None
     # The reverse proxy's address: only requests from it are counted against the address
@@ -94,7 +96,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
     for name, convert in (
         ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
         ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("QUERY_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
-        ("TRUSTED_PROXY", str),
+        ("TRUSTED_PROXY", str), ("RESCAN_MINUTES", float),
         ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int),
     ):
         if get(name):

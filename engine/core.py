@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -18,12 +19,12 @@ from PIL import Image
 
 from engine import models, store
 from engine.config import Config
-from engine.decode import Decoded, decode
-from engine.indexer import Indexer, IndexReport
+from engine.decode import Decoded, UnreadableImage, decode
+from engine.indexer import CollectionUnavailable, Indexer, IndexReport
 from engine.regions import RegionProposals
 from engine.search import SearchResult, search
 from engine.snapshot import Snapshot, build_snapshot
-from engine.thumbs import thumb_path
+from engine.thumbs import thumb_path, write_thumb
 from engine.threads import one_blas_thread
 from features import FEATURE_NAMES
 from features.base import Extractor
@@ -94,6 +95,8 @@ class Engine:
         self.progress_listener: Callable[[int, int, str], None] | None = None
         self.serving = False  # set by the web app: it keeps the duplicate report warm
         self.warm_up: Future | None = None  # the networks loading ahead of the first search
+        self.collection_problem: str | None = None  # why the last re-scan could not read the images folder
+        self._stop_watching = threading.Event()
         self._snapshot = self._make_snapshot(store.load_or_empty(config.index_file))
 
     # -- reading -----------------------------------------------------------
@@ -113,6 +116,7 @@ class Engine:
             "skipped": len(snap.data.skipped),
             "reindex": self.progress.as_dict(),
             "networks_loading": self.warm_up is not None and not self.warm_up.done(),
+            "collection_problem": self.collection_problem,
         }
 
     def decode_query(self, data: bytes) -> Decoded:
@@ -127,16 +131,18 @@ class Engine:
     def search_bytes(self, data: bytes, top_k: int, weights: Mapping[str, float] | None = None) -> list[SearchResult]:
         """Search with an uploaded or on-disk image's bytes; raises UnreadableImage."""
         decoded = self.decode_query(data)
-        return self.search_image(decoded.image, top_k, weights, hashlib.sha256(data).hexdigest())
+        return self.search_image(decoded.image, top_k, weights, hashlib.sha256(data).hexdigest(),
+                                 (decoded.width, decoded.height))
 
     def search_image(
-        self, image: Image.Image, top_k: int, weights: Mapping[str, float] | None = None, sha256: str | None = None
+        self, image: Image.Image, top_k: int, weights: Mapping[str, float] | None = None, sha256: str | None = None,
+        size: tuple[int, int] | None = None,
     ) -> list[SearchResult]:
         snap = self._snapshot
         weights = {**self.config.weights, **(weights or {})}
         # A feature weighted zero costs nothing: its network is not run for this query.
         query = self.embed(image, tuple(n for n in snap.features if weights.get(n, 0) > 0))
-        return search(snap, query, image, top_k, weights, FEATURE_NAMES, sha256)
+        return search(snap, query, image, top_k, weights, FEATURE_NAMES, sha256, size)
 
     def search_text(
         self, text: str, top_k: int, image_data: bytes | None = None, text_weight: float = 0.5
@@ -161,6 +167,28 @@ class Engine:
             return {n: self.extractors[n].embed([image])[0] for n in names if n in self.extractors}
 
         return self._inference.submit(run).result()
+
+    def thumbnail(self, relative: str) -> Path | None:
+        """The preview file of an indexed design, made again if it went missing from the
+        cache; None when the design is not indexed or its file no longer holds those bytes."""
+        snap = self._snapshot
+        row = snap.row_of.get(relative)
+        if row is None:
+            return None
+        entry = snap.data.entries[row]
+        path = thumb_path(self.config.thumbs_dir, entry.sha256)
+        if path.is_file():
+            return path
+        try:
+            data = (self.config.images / entry.path).read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                return None
+            decoded = self._decoder.submit(decode, data, max_pixels=self.config.index_max_pixels).result()
+            write_thumb(self.config.thumbs_dir, entry.sha256, decoded.image)
+        except (OSError, UnreadableImage) as exc:
+            log.warning("No preview for %s: %s", relative, exc)
+            return None
+        return path
 
     def warm_networks(self) -> Future:
         """Load the networks now, in the background, on the thread that runs queries.
@@ -189,7 +217,7 @@ class Engine:
         snap = self._snapshot
         if threshold < FLOOR_SCORE:
             return find_groups(snap, threshold, previews=self.previews(snap))
-        return group_pairs(snap, self._pairs_for(snap), threshold)
+        return group_pairs(snap, self._pairs_for(snap), threshold, self.previews(snap))
 
     def warm_duplicates(self) -> None:
         """Compute the duplicate report in the background, so the page opens at once."""
@@ -238,6 +266,9 @@ class Engine:
     def _background(self) -> None:
         try:
             self._reindex()
+        except CollectionUnavailable as exc:  # reported on the page and in /health; the old snapshot stays
+            log.warning("Re-scan skipped: %s", exc)
+            self.collection_problem = self.progress.error = str(exc)
         except Exception as exc:  # reported through GET /reindex; the old snapshot stays
             log.exception("Reindex failed")
             self.progress.error = f"{type(exc).__name__}: {exc}"
@@ -246,6 +277,24 @@ class Engine:
             self.progress.finished_at = time.time()
             self._reindex_lock.release()
             self._reindex_idle.set()
+
+    def keep_up_to_date(self, every_minutes: float) -> None:
+        """Index now in the background (a collection unchanged since the last index costs
+        a scan), then re-scan every `every_minutes` (0: only now) so that designs added,
+        changed or removed while serving are picked up without anyone clicking Reindex."""
+        def watch() -> None:
+            while True:
+                try:
+                    self.start_reindex()
+                except ReindexRunning:
+                    pass  # someone else's run picks the changes up
+                if every_minutes <= 0 or self._stop_watching.wait(every_minutes * 60):
+                    return
+
+        threading.Thread(target=watch, name="rescan", daemon=True).start()
+
+    def stop_watching(self) -> None:
+        self._stop_watching.set()
 
     def wait_for_reindex(self, timeout: float | None = None) -> bool:
         """Block until no background reindex is running; False if `timeout` passed first."""
@@ -260,6 +309,7 @@ class Engine:
         previous = store.load_or_empty(self.config.index_file)
         # No model lock here: inference is thread-safe, and searches must keep answering.
         data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
+        self.collection_problem = None
         current = self._snapshot
         unchanged = data is previous and current.data.indexed_at == data.indexed_at  # the same save
         if not (unchanged and set(current.features) <= set(self.extractors)):

@@ -18,6 +18,7 @@ import numpy as np
 from engine.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
 from engine.snapshot import Snapshot
 from engine.store import Entry
+from engine.uploads import UPLOAD_FOLDER
 from engine.verdict import DUPLICATE, EXACT, SIMILAR, VERDICT_ORDER, support, verdict, verified
 from engine.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
 from features import thumbprint
@@ -39,6 +40,9 @@ FLOOR_SCORE = 0.3
 # recall 0.794 -> 0.800 at precision 0.955; seed 5 unchanged (0.957 / 0.800);
 # from 0.995 seed 11 precision fell to 0.951.
 CERTAIN_TWIN = 0.999
+
+# Preview pixels darker than this are the design's ink (previews are flattened on white).
+INK_LEVEL = 245
 
 
 @dataclass
@@ -71,7 +75,7 @@ Previews = Callable[[int], "np.ndarray | None"]
 def find_groups(snapshot: Snapshot, threshold: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS,
                 previews: Previews | None = None) -> list[Group]:
     """Groups of two or more images that are copies of each other, largest first."""
-    return group_pairs(snapshot, find_pairs(snapshot, threshold, neighbours, previews), threshold)
+    return group_pairs(snapshot, find_pairs(snapshot, threshold, neighbours, previews), threshold, previews)
 
 
 def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: int = NEIGHBOURS,
@@ -87,7 +91,8 @@ def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: i
     return _confirmed_pairs(snapshot, floor, min(neighbours + 1, snapshot.size), previews)
 
 
-def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshold: float) -> list[Group]:
+def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshold: float,
+                previews: Previews | None = None) -> list[Group]:
     """Connected components of the pairs that hold at `threshold` (fast: no search, no verification)."""
     pairs = [p for p in pairs if p[2].verified or p[2].score >= threshold]
     parent = list(range(snapshot.size))
@@ -108,7 +113,11 @@ def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshol
     for rows in members.values():
         rows.sort(key=lambda r: entries[r].path)
         inside = set(rows)
-        group = Group(paths=[entries[r].path for r in rows], keep=suggest_keeper([entries[r] for r in rows]))
+        measure = None
+        if previews is not None:
+            row_of = {entries[r].path: r for r in rows}
+            measure = lambda e, area=content_area(previews): area(row_of[e.path], e)  # noqa: E731
+        group = Group(paths=[entries[r].path for r in rows], keep=suggest_keeper([entries[r] for r in rows], measure))
         group.pairs = [pair for i, j, pair in pairs if i in inside]
         groups.append(group)
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
@@ -155,7 +164,9 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
             if drawing is not None and verified(check) and not drawing.shared():
                 # A template's points, or thumbprints alike only at 24 px (stars of 51 and 81 points).
                 check = replace(check, inliers=0, transform=None, twin=0.0)
-            label = verdict(cosines, score, check, data.entries[i].sha256 == data.entries[j].sha256)
+            first, second = data.entries[i], data.entries[j]
+            label = verdict(cosines, score, check, first.sha256 == second.sha256,
+                            (first.width, first.height) == (second.width, second.height))
             confirmed_by_points = verified(check)
             if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
                 # Too few points alone, but the aligned drawings coincide: two kinds of evidence.
@@ -243,10 +254,32 @@ def _neighbour_index(fused: np.ndarray) -> faiss.Index:
     return index
 
 
-def suggest_keeper(entries: list[Entry]) -> str:
-    """Largest resolution, then the oldest file, then the shortest path."""
-    best = max(entries, key=lambda e: (e.width * e.height, -e.mtime_ns, -len(e.path)))
-    return best.path
+def suggest_keeper(entries: list[Entry], content_area: Callable[[Entry], float] | None = None) -> str:
+    """The original, as far as the files tell: never a design added from the page
+    (uploads/) over one already in the collection, then the largest content (the
+    design's own extent, not its canvas: a copy pasted onto a bigger canvas is not
+    larger; within 5%, measured on previews, counts as the same), then the oldest
+    file, then the shortest path."""
+    area = content_area or (lambda e: e.width * e.height)
+    already_there = [e for e in entries if not e.path.startswith(UPLOAD_FOLDER + "/")] or entries
+    areas = {e.path: area(e) for e in already_there}
+    largest = max(areas.values())
+    contenders = [e for e in already_there if areas[e.path] >= 0.95 * largest]
+    return min(contenders, key=lambda e: (e.mtime_ns, len(e.path), e.path)).path
+
+
+def content_area(previews: Previews) -> Callable[[int, Entry], float]:
+    """The area of a design's drawn part in its own pixels, from its preview's ink.
+
+    Ink, not its bounding box: turning a design on its canvas widens its box, not its ink."""
+    def area(row: int, entry: Entry) -> float:
+        preview = previews(row)
+        if preview is None:
+            return float(entry.width * entry.height)
+        share = np.count_nonzero(preview < INK_LEVEL) / preview.size
+        return float(share * entry.width * entry.height)
+
+    return area
 
 
 def to_csv(groups: list[Group]) -> str:

@@ -1,8 +1,12 @@
 """Incremental indexing: find what changed, extract only that, save atomically.
 
-Per file, a feature is (re)extracted only when the file is new, its bytes
-changed, or the feature's fingerprint (model, weights, preprocessing)
-differs from the one its stored row was made with.  Reading, hashing,
+Features belong to a file's bytes (SHA-256), not to its name or its dates: a
+file whose size and mtime are as indexed is not read at all; any other file
+is hashed, and bytes the index already holds (a touched, renamed, moved or
+copied file) take their stored rows without being decoded.  A feature is
+extracted only for bytes the index has never seen, or when its fingerprint
+(model, weights, preprocessing) differs from the one its stored row was made
+with.  Reading, hashing,
 decoding, thumbnails and the colour histogram run in worker threads while
 the networks run on batches in the calling thread.  The index is saved as a
 checkpoint every few hundred images, so an interrupted run resumes there.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
@@ -37,20 +42,31 @@ REGION_FEATURES = set(regions.EMBEDDED_WITH) | {"orb"}
 ProgressFn = Callable[[int, int, str], None]
 
 
+class CollectionUnavailable(OSError):
+    """The images folder cannot be read: the index on disk is left as it is."""
+
+
 @dataclass
 class IndexReport:
-    indexed: int = 0
-    unchanged: int = 0
+    indexed: int = 0  # new to the index (a copy of known bytes included, though nothing was extracted)
+    unchanged: int = 0  # same bytes at the same path (a touched file included)
+    moved: int = 0  # same bytes, new path, old path gone
     removed: int = 0
+    extracted: int = 0  # files decoded and run through the extractors
     skipped: list[dict] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {
-            "indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
-            "skipped": self.skipped, "features": self.features, "seconds": round(self.seconds, 3),
+            "indexed": self.indexed, "unchanged": self.unchanged, "moved": self.moved, "removed": self.removed,
+            "extracted": self.extracted, "skipped": self.skipped, "features": self.features,
+            "seconds": round(self.seconds, 3),
         }
+
+
+class StillBeingWritten(OSError):
+    """The file changed between the scan and the read; it is taken at the next scan."""
 
 
 @dataclass
@@ -65,7 +81,28 @@ class Prepared:
     region_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     region_images: list[Image.Image] = field(default_factory=list)
     region_rows: dict[str, np.ndarray] = field(default_factory=dict)
-    error: str | None = None
+    error: str | StillBeingWritten | None = None
+
+
+def _read_whole(root, file: FileInfo) -> bytes:
+    """The file's bytes, if they are still the ones the scan saw."""
+    data = (root / file.path).read_bytes()
+    if len(data) != file.size or (root / file.path).stat().st_mtime_ns != file.mtime_ns:
+        raise StillBeingWritten("the file changed while it was read (still being written?); "
+                                "it is taken at the next scan")
+    return data
+
+
+def _hash_file(root):
+    def hash_one(file: FileInfo) -> tuple[FileInfo, str | None, Exception | str | None]:
+        try:
+            return file, hashlib.sha256(_read_whole(root, file)).hexdigest(), None
+        except StillBeingWritten as exc:
+            return file, None, exc
+        except OSError as exc:
+            return file, None, f"cannot read file: {exc.strerror or exc}"
+
+    return hash_one
 
 
 class Indexer:
@@ -78,19 +115,27 @@ class Indexer:
     def run(self, previous: IndexData, progress: ProgressFn | None = None) -> tuple[IndexData, IndexReport]:
         started = time.monotonic()
         report = IndexReport(features=sorted(self.extractors))
-        files = list(scan(self.config.images))
+        files = self._scan(previous)
         shapes = {name: (ex.dim, getattr(ex, "dtype", np.float32)) for name, ex in self.extractors.items()}
         state = _RunState(previous, self.fingerprints, shapes, files)
-        report.removed = len({e.path for e in previous.entries} - {f.path for f in files})
+        self._recognise(state, report)
+        present = {f.path for f in files}
+        gone = {e.path for e in previous.entries} - present
+        report.moved = len({state.renamed[p].sha256 for p in state.renamed if p not in state.old_row}
+                           & {e.sha256 for e in previous.entries if e.path in gone})
+        report.removed = len(gone) - report.moved
         work = []
         for file in files:
             needs = state.needs(file)
             if needs is None:
-                report.skipped.append({"path": file.path, "reason": previous.skipped[file.path]["reason"]})
+                report.skipped.append({"path": file.path, "reason": state.skipped[file.path]["reason"]})
             elif needs:
                 work.append((file, frozenset(needs)))
-            else:
+            elif file.path in state.old_row:
                 report.unchanged += 1
+            else:
+                report.indexed += 1
+        report.indexed -= report.moved
         done = 0
         try:
             batch: list[Prepared] = []
@@ -120,6 +165,35 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return data, report
 
+    def _scan(self, previous: IndexData) -> list[FileInfo]:
+        """The files to index now.  A folder that cannot be read keeps what the index knew of
+        it: an unmounted share or a permission change must not read as 'every file deleted'."""
+        root = self.config.images
+        if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
+            raise CollectionUnavailable("the images folder cannot be read (missing, unmounted or no permission)")
+        unreadable: list[str] = []
+        files = list(scan(root, unreadable))
+        if unreadable:
+            log.warning("Cannot read %d folder(s) in the collection, e.g. %s; their designs stay indexed",
+                        len(unreadable), unreadable[0])
+            seen = {f.path for f in files}
+            files += [FileInfo(e.path, e.size, e.mtime_ns) for e in previous.entries
+                      if e.path not in seen and any(e.path.startswith(folder + "/") for folder in unreadable)]
+        return files
+
+    def _recognise(self, state: "_RunState", report: IndexReport) -> None:
+        """Hash every file whose size or mtime is not as indexed, in the workers; bytes the
+        index already holds are recorded as such and never decoded again."""
+        if not state.row_of_bytes:
+            return  # an empty index holds no bytes to recognise: the workers hash as they extract
+        changed = [f for f in state.files if state.stat_changed(f)]
+        for file, digest, error in completed_map(_hash_file(self.config.images), changed, self.config.threads,
+                                                 window=4 * self.config.threads):
+            if error is not None:
+                state.skip(file, str(error), remember=not isinstance(error, StillBeingWritten))
+            else:
+                state.recognise(file, digest)
+
     def prepare(self, item: tuple[FileInfo, frozenset[str]]) -> Prepared:
         """Worker stage: read once, hash, decode once, thumbnail, cheap features.
 
@@ -127,7 +201,7 @@ class Indexer:
         file, needs = item
         prepared = Prepared(file=file, needs=needs)
         try:
-            data = (self.config.images / file.path).read_bytes()
+            data = _read_whole(self.config.images, file)
             digest = hashlib.sha256(data).hexdigest()
             with_regions = "regions" in self.extractors
             decoded = decode(data, max_pixels=self.config.index_max_pixels, keep_full=with_regions)
@@ -148,6 +222,8 @@ class Indexer:
             self._thumbnail(file, digest, decoded.image)
         except UnreadableImage as exc:
             prepared.error = str(exc)
+        except StillBeingWritten as exc:
+            prepared.error = exc
         except OSError as exc:
             prepared.error = f"cannot read file: {exc.strerror or exc}"
         except Exception as exc:  # one strange file must never stop the whole run
@@ -167,8 +243,8 @@ class Indexer:
         for p in batch:
             if p.error is not None:
                 log.warning("Skipped %s: %s", p.file.path, p.error)
-                report.skipped.append({"path": p.file.path, "reason": p.error})
-                state.skip(p.file, p.error)
+                report.skipped.append({"path": p.file.path, "reason": str(p.error)})
+                state.skip(p.file, str(p.error), remember=not isinstance(p.error, StillBeingWritten))
         for name in set().union(*(p.needs for p in good)) - WORKER_FEATURES if good else ():
             wanting = [p for p in good if name in p.needs]
             for p, row in zip(wanting, self.extractors[name].embed([p.network_input for p in wanting])):
@@ -179,6 +255,7 @@ class Indexer:
             p.network_input = None
             p.region_images = []
         report.indexed += len(good)
+        report.extracted += len(good)
         return len(batch)
 
     def _embed_regions(self, batch: list[Prepared]) -> None:
@@ -215,6 +292,9 @@ class _RunState:
         self.shapes = {**{n: (v.shape[1], v.dtype) for n, v in previous.vectors.items()}, **shapes}
         self.files = files
         self.old_row = {e.path: i for i, e in enumerate(previous.entries)}
+        self.row_of_bytes = {e.sha256: i for i, e in enumerate(previous.entries)}
+        # Files whose bytes the index holds under an old row, with their entry as they are now.
+        self.renamed: dict[str, Entry] = {}
         self.fresh: dict[str, tuple[Entry, dict[str, np.ndarray]]] = {}
         self.skipped: dict[str, dict] = {}
         self.fresh_regions: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
@@ -229,26 +309,52 @@ class _RunState:
         """With nothing to extract: whether the saved index already says all there is to say
         (no file gone, no skipped file gone, every feature made by today's extractor)."""
         prev = self.previous
-        return (prev.complete and prev.indexed_at is not None
+        return (prev.complete and prev.indexed_at is not None and not self.renamed
                 and set(self.old_row) | set(prev.skipped) == {f.path for f in self.files}
                 and all(prev.fingerprints.get(n) == f for n, f in self.fingerprints.items()))
 
+    def stat_changed(self, file: FileInfo) -> bool:
+        """Whether the file must be hashed: not indexed under this name with this size and mtime
+        (and not a known-bad file left as it was)."""
+        bad = self.previous.skipped.get(file.path)
+        if bad and (bad["size"], bad["mtime_ns"]) == (file.size, file.mtime_ns):
+            return False
+        row = self.old_row.get(file.path)
+        return row is None or (self.previous.entries[row].size, self.previous.entries[row].mtime_ns) != (
+            file.size, file.mtime_ns)
+
+    def recognise(self, file: FileInfo, sha256: str) -> None:
+        """Hashed bytes that the index already holds keep their rows under the file's name now."""
+        row = self.row_of_bytes.get(sha256)
+        if row is not None:
+            old = self.previous.entries[row]
+            self.renamed[file.path] = Entry(file.path, file.size, file.mtime_ns, sha256, old.width, old.height)
+
     def needs(self, file: FileInfo) -> set[str] | None:
-        """Features to extract for a file; None when it is a known-bad unchanged file."""
+        """Features to extract for a file; None when it is skipped (known bad, or unreadable now)."""
+        if file.path in self.skipped:
+            return None
         bad = self.previous.skipped.get(file.path)
         if bad and bad["size"] == file.size and bad["mtime_ns"] == file.mtime_ns:
             self.skipped[file.path] = bad
             return None
-        row = self.old_row.get(file.path)
-        if row is None:
-            return set(self.fingerprints)
-        old = self.previous.entries[row]
-        if (old.size, old.mtime_ns) != (file.size, file.mtime_ns):
-            return set(self.fingerprints)
+        if file.path in self.renamed:
+            row = self.source_row(file.path)
+        elif self.stat_changed(file):
+            return set(self.fingerprints)  # bytes the index has never seen
+        else:
+            row = self.old_row[file.path]
         return {name for name in self.fingerprints if not self.valid(name, row)}
 
-    def skip(self, file: FileInfo, reason: str) -> None:
-        self.skipped[file.path] = {"size": file.size, "mtime_ns": file.mtime_ns, "reason": reason}
+    def source_row(self, path: str) -> int | None:
+        """The old row that holds this file's bytes, if any (assemble checks the hash)."""
+        if path in self.renamed:
+            return self.row_of_bytes[self.renamed[path].sha256]
+        return self.old_row.get(path)
+
+    def skip(self, file: FileInfo, reason: str, remember: bool = True) -> None:
+        """A file left out of this run; `remember`: not retried until its size or mtime change."""
+        self.skipped[file.path] = {"size": file.size if remember else -1, "mtime_ns": file.mtime_ns, "reason": reason}
 
     def record(self, prepared: Prepared) -> None:
         self.fresh[prepared.file.path] = (prepared.entry, prepared.rows)
@@ -265,8 +371,12 @@ class _RunState:
             if file.path in self.fresh:
                 entry, rows = self.fresh[file.path]
                 entries.append(entry)
-                sources.append((self.old_row.get(file.path), rows, entry))
-            elif file.path in self.old_row and file.path not in self.skipped:
+                sources.append((self.source_row(file.path), rows, entry))
+            elif file.path in self.renamed:
+                entry = self.renamed[file.path]
+                entries.append(entry)
+                sources.append((self.row_of_bytes[entry.sha256], {}, entry))
+            elif file.path in self.old_row and file.path not in self.skipped and not self.stat_changed(file):
                 row = self.old_row[file.path]
                 entries.append(prev.entries[row])
                 sources.append((row, {}, prev.entries[row]))

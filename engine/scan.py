@@ -18,8 +18,10 @@ class FileInfo:
     mtime_ns: int
 
 
-def scan(root: Path) -> Iterator[FileInfo]:
-    """Every image file under root, skipping hidden files and links that leave root."""
+def scan(root: Path, unreadable: list[str] | None = None) -> Iterator[FileInfo]:
+    """Every image file under root, skipping hidden files and links that leave root.
+
+    Folders that cannot be listed are appended to `unreadable` (relative paths)."""
     root = root.resolve()
     stack = [root]
     while stack:
@@ -27,6 +29,8 @@ def scan(root: Path) -> Iterator[FileInfo]:
         try:
             entries = list(os.scandir(folder))
         except OSError:
+            if unreadable is not None:
+                unreadable.append(folder.relative_to(root).as_posix())
             continue
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name.startswith("."):

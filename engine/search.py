@@ -55,8 +55,12 @@ def search(
     weights: Mapping[str, float],
     all_features: tuple[str, ...],
     query_sha256: str | None = None,
+    query_size: tuple[int, int] | None = None,
 ) -> list[SearchResult]:
-    """The top_k images: copies first, then by confidence (fused score and local support)."""
+    """The top_k images: copies first, then by confidence (fused score and local support).
+
+    `query_size`: the query's own pixel size, for telling the same picture (`exact`)
+    from a resized or re-canvassed copy."""
     features = [n for n in snapshot.features if n in query and weights.get(n, 0) > 0]
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
@@ -70,7 +74,8 @@ def search(
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
-    results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, regions)
+    results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, query_size,
+                     regions)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
 
@@ -137,7 +142,7 @@ def _fused_candidates(snapshot: Snapshot, vector: np.ndarray, k: int) -> Iterabl
     return (int(r) for r in rows[0] if r >= 0)
 
 
-def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, regions) -> list[SearchResult]:
+def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, query_size, regions) -> list[SearchResult]:
     """One result per image: its whole-picture score, or its best region's when that is higher."""
     per_feature = cosines(snapshot, {n: query[n] for n in shares}, rows)
     fused = sum(shares[n] * per_feature[n] for n in shares)
@@ -160,7 +165,7 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, re
         active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores,
-            verdict=verdict(active, score, check, entry.sha256 == query_sha256),
+            verdict=verdict(active, score, check, entry.sha256 == query_sha256, query_size == size),
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
             inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
         ))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
+
 from engine.verify import TWIN_CORRELATION, Verification
 
 EXACT = "exact"
@@ -31,24 +33,46 @@ DUPLICATE_SCORE = 0.90
 SUPPORT_INLIERS = 20
 
 
-def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False) -> str:
+def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False,
+            same_size: bool = False) -> str:
     """Verdict from per-feature cosines, the fused score and the geometric check.
 
-    Colour alone never makes a copy: unrelated line art shares a palette.  A
-    score-based verdict needs a network feature; otherwise only identical
-    bytes or a geometric verification count.
+    `exact` means the same picture: identical bytes, or a picture of the same size
+    whose every feature agrees and whose points map onto themselves (a lossless
+    re-save, a JPEG re-encode).  Rotated, cropped, mirrored, re-canvassed,
+    recoloured or resized copies are `duplicate`.  Colour alone never makes a
+    copy: unrelated line art shares a palette.  A score-based verdict needs a
+    network feature; otherwise only identical bytes or a geometric verification count.
     """
     if same_bytes:
         return EXACT
     close = bool(scores) and min(scores.values()) >= EXACT_COSINE
     networks = bool(NETWORK_FEATURES & set(scores))
-    if close and verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
-        return EXACT
-    if close and networks and check.matches == 0:
-        return EXACT  # no local features to consult: the networks agree
+    if close and same_size and not check.mirrored and _in_place(check):
+        if verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
+            return EXACT
+        if networks and check.matches == 0:
+            return EXACT  # no local features to consult: the networks agree
     if verified(check) or (networks and score >= DUPLICATE_SCORE):
         return DUPLICATE
     return SIMILAR
+
+
+# How far the mapping between two pictures of one size may be from the identity and
+# still be 'the same picture': a few hundredths in scale and shear, a few analysis pixels.
+IDENTITY_TOLERANCE = 0.02
+SHIFT_TOLERANCE = 3.0
+
+
+def _in_place(check: Verification) -> bool:
+    """Whether the points found map onto themselves (no mapping found counts: nothing moved)."""
+    matrix = check.matrix()
+    if matrix is None:
+        return True
+    linear_ok = np.abs(matrix[:2, :2] - np.eye(2)).max() <= IDENTITY_TOLERANCE
+    shift_ok = np.abs(matrix[:2, 2]).max() <= SHIFT_TOLERANCE
+    flat_ok = matrix.shape[0] == 2 or np.abs(matrix[2] - (0.0, 0.0, 1.0)).max() <= 1e-3
+    return bool(linear_ok and shift_ok and flat_ok)
 
 
 def verified(check: Verification) -> bool:

@@ -88,3 +88,21 @@ def test_a_resized_icon_is_grouped_by_its_thumbprint_even_when_no_fused_neighbou
     engine.reindex()
     groups = [frozenset(g.paths) for g in engine.duplicates()]
     assert groups == [frozenset({"design_04.png", "design_04_small.png"})]
+
+
+def test_the_keeper_is_the_original_not_a_copy_on_a_bigger_canvas_nor_an_upload(cfg, collection):
+    original = collection["design_06.png"]
+    canvas = Image.new("RGBA", (700, 700), (0, 0, 0, 0))
+    canvas.paste(original.rotate(20, expand=True), (150, 120))
+    canvas.save(cfg.images / "design_06_on_canvas.png")
+    (cfg.images / "uploads" / "2026-01-01").mkdir(parents=True)
+    flat(collection["design_08.png"]).resize((640, 640)).save(cfg.images / "uploads" / "2026-01-01" / "bigger.png")
+    extractors = {"resnet": CountingExtractor(), "hsv": HsvHistogram(), "orb": OrbFeatures(),
+                  "orb_mirror": MirroredOrbFeatures()}
+    engine = Engine(cfg, extractors=extractors)
+    engine.reindex()
+    groups = {frozenset(g.paths): g for g in engine.duplicates()}
+    canvas_group = groups[frozenset({"design_06.png", "design_06_on_canvas.png"})]
+    assert canvas_group.keep == "design_06.png"
+    upload_group = groups[frozenset({"design_08.png", "uploads/2026-01-01/bigger.png"})]
+    assert upload_group.keep == "design_08.png"

@@ -149,3 +149,85 @@ def test_an_unchanged_rescan_rewrites_nothing_and_keeps_the_snapshot(cfg, collec
     (cfg.images / sorted(collection)[0]).unlink()  # a change is written and served
     assert engine.reindex().removed == 1
     assert engine.snapshot is not snapshot and len(engine.snapshot.data) == len(collection) - 1
+
+
+def test_touched_files_are_hashed_but_never_extracted_again(cfg, collection):
+    engine, network = engine_for(cfg)
+    engine.reindex()
+    for path in cfg.images.iterdir():
+        os.utime(path, ns=(2_000_000_000_000_000_000, 2_000_000_000_000_000_000))
+    report = engine.reindex()
+    assert (report.unchanged, report.indexed, report.extracted, report.moved) == (12, 0, 0, 0)
+    assert network.embedded == 12
+    # The new dates are recorded: the next scan does not even hash the files.
+    assert {e.mtime_ns for e in engine.snapshot.data.entries} == {2_000_000_000_000_000_000}
+    assert engine.reindex().unchanged == 12
+
+
+def test_moved_and_copied_files_keep_their_features(cfg, collection):
+    engine, network = engine_for(cfg)
+    engine.reindex()
+    before = {e.path: e.sha256 for e in engine.snapshot.data.entries}
+    (cfg.images / "archive" / "2024").mkdir(parents=True)
+    for path in sorted(cfg.images.glob("design_*.png")):
+        path.rename(cfg.images / "archive" / "2024" / path.name)
+    (cfg.images / "copy of design_03.png").write_bytes((cfg.images / "archive" / "2024" / "design_03.png").read_bytes())
+    report = engine.reindex()
+    assert (report.moved, report.removed, report.indexed, report.extracted) == (12, 0, 1, 0)
+    assert network.embedded == 12
+    after = {e.path: e.sha256 for e in engine.snapshot.data.entries}
+    assert after["archive/2024/design_05.png"] == before["design_05.png"]
+    assert after["copy of design_03.png"] == before["design_03.png"]
+    found = engine.search_bytes((cfg.images / "archive" / "2024" / "design_07.png").read_bytes(), 2)
+    assert found[0].path == "archive/2024/design_07.png"
+
+
+def test_a_file_still_being_written_is_taken_at_the_next_scan(cfg, collection, monkeypatch):
+    from engine import indexer
+
+    engine, network = engine_for(cfg)
+    engine.reindex()
+    make_design(120).save(cfg.images / "arriving.png")
+    real_scan = indexer.scan
+
+    def scan_while_writing(root, unreadable=None):
+        for file in real_scan(root, unreadable):  # the scan saw fewer bytes than the read will
+            yield file if file.path != "arriving.png" else indexer.FileInfo(file.path, file.size - 100, file.mtime_ns)
+
+    monkeypatch.setattr(indexer, "scan", scan_while_writing)
+    report = engine.reindex()
+    assert report.indexed == 0 and "next scan" in report.skipped[0]["reason"]
+    monkeypatch.setattr(indexer, "scan", real_scan)
+    assert engine.reindex().indexed == 1
+
+
+def test_a_folder_that_cannot_be_read_keeps_what_the_index_knew(cfg, collection, monkeypatch):
+    engine, network = engine_for(cfg)
+    sub = cfg.images / "shared"
+    sub.mkdir()
+    make_design(130).save(sub / "kept.png")
+    engine.reindex()
+    from engine import scan
+
+    real_scandir = os.scandir
+
+    def scandir(folder):  # as a share that went away, or a permission taken back (root ignores chmod)
+        if os.fspath(folder) == os.fspath(sub.resolve()):
+            raise PermissionError(13, "Permission denied", os.fspath(folder))
+        return real_scandir(folder)
+
+    monkeypatch.setattr(scan.os, "scandir", scandir)
+    report = engine.reindex()
+    assert report.removed == 0 and "shared/kept.png" in {e.path for e in engine.snapshot.data.entries}
+
+
+def test_a_missing_images_folder_leaves_the_index_answering(cfg, collection):
+    from engine.indexer import CollectionUnavailable
+
+    engine, network = engine_for(cfg)
+    engine.reindex()
+    saved = cfg.index_file.read_bytes()
+    cfg.images.rename(cfg.images.with_name("unmounted"))
+    with pytest.raises(CollectionUnavailable, match="cannot be read"):
+        engine.reindex()
+    assert cfg.index_file.read_bytes() == saved and engine.snapshot.size == 12

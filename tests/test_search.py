@@ -51,3 +51,21 @@ def test_scores_are_sorted_and_top_k_respected(engine, collection):
     results = engine.search_bytes(encode(collection["design_01.png"]), top_k=4)
     assert len(results) == 4
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def test_exact_means_the_same_picture_and_an_edited_copy_is_a_duplicate(cfg, collection):
+    from features.orb import MirroredOrbFeatures, OrbFeatures
+
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram(), "orb": OrbFeatures(),
+                                     "orb_mirror": MirroredOrbFeatures()})
+    engine.reindex()
+    design = collection["design_04.png"]
+    resaved = encode(design, compress_level=1)  # other bytes, the same pixels
+    assert resaved != (engine.config.images / "design_04.png").read_bytes()
+    assert engine.search_bytes(resaved, top_k=1)[0].verdict == "exact"
+    canvas = Image.new("RGBA", (520, 520), (0, 0, 0, 0))
+    canvas.paste(design.rotate(20, expand=True), (60, 50))
+    found = engine.search_bytes(encode(canvas), top_k=3)
+    assert found[0].path == "design_04.png" and found[0].verdict == "duplicate"
+    smaller = engine.search_bytes(encode(design.resize((300, 300))), top_k=1)[0]
+    assert smaller.path == "design_04.png" and smaller.verdict == "duplicate"

@@ -24,6 +24,7 @@ def create_app(config: Config, engine=None) -> Flask:
         engine.serving = True
         engine.warm_duplicates()
         engine.warm_networks()
+        engine.keep_up_to_date(config.rescan_minutes)
     # Only static/ui is public; the sample collection under static/images is served
     # through the authenticated, path-checked /image route like any collection.
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static" / "ui"),

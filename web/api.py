@@ -14,7 +14,6 @@ from engine.duplicates import to_csv
 from engine.uploads import add_to_collection
 from engine.decode import image_mimetype
 from engine.scan import collection_image
-from engine.thumbs import thumb_path
 
 bp = Blueprint("api", __name__)
 MAX_TOP_K = 200
@@ -133,14 +132,12 @@ def image(relative: str):
 
 @bp.get("/thumb/<path:relative>")
 def thumb(relative: str):
-    snapshot = engine().snapshot
-    row = snapshot.row_of.get(relative)
-    if row is not None:
-        entry = snapshot.data.entries[row]
-        path = thumb_path(current_app.config["LOOKALIKE"].thumbs_dir, entry.sha256)
-        if path.is_file():
-            return send_file(path, mimetype="image/jpeg", max_age=3600)
-    return image(relative)
+    if collection_image(current_app.config["LOOKALIKE"].images, relative) is None:
+        return bad_request("no such image in the collection", 404)
+    path = engine().thumbnail(relative)
+    if path is None:
+        return image(relative)
+    return send_file(path, mimetype="image/jpeg", max_age=3600)
 
 
 def _with_urls(result: dict) -> dict:

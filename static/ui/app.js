@@ -54,6 +54,8 @@ function boxStyle(r) {
 }
 
 function render(results) {
+  // Without the networks, a high colour cosine says little (line art on white is all alike).
+  const colourOnly = !document.body.dataset.features.split(",").some((f) => f === "clip" || f === "resnet");
   const cards = results.map((r, i) => {
     const card = document.createElement("article");
     card.className = `card ${r.verdict}`;
@@ -64,15 +66,16 @@ function render(results) {
           <span>${FEATURES[k] || k}</span><meter min="0" max="1" value="${Math.max(0, v)}"></meter><b>${v.toFixed(2)}</b></div>`)
       .join("");
     card.innerHTML = `
-      <a class="thumbwrap" href="${r.image_url}" target="_blank" rel="noopener"><img loading="lazy" src="${r.thumb_url}" alt="">
+      <a class="thumbwrap" href="${r.image_url}" target="_blank" rel="noopener"><img loading="lazy" src="${r.thumb_url}" data-full="${r.image_url}" alt="">
         ${r.box ? `<span class="box" style="${boxStyle(r)}" title="matched region, ${r.inliers} points${r.mirrored ? ", mirrored" : ""}"></span>` : ""}</a>
       <div class="meta">
         <span class="rank">#${i + 1}</span>
         <span class="verdict">${r.verdict}</span>
-        <span class="score" title="weighted mean of the feature similarities">${(100 * r.score).toFixed(1)}%</span>
+        <span class="score" title="confidence: comparable across searches; verified copies score 90% and above">${(100 * r.confidence).toFixed(1)}%</span>
       </div>
       <div class="name" title="${escapeHtml(r.path)}">${escapeHtml(r.path)}</div>
       <div class="bars">${bars}</div>
+      ${colourOnly ? `<div class="why">matched by colour and local features only</div>` : ""}
       ${r.inliers ? `<div class="why">${r.inliers} matched points${r.mirrored ? " (mirrored)" : ""}</div>` : ""}`;
     return card;
   });
@@ -164,5 +167,12 @@ async function watchNetworks() {
 showTime(parseFloat($("status-last").dataset.ts));
 if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
+// A preview that fails to load (removed from the cache, say) falls back to the image itself.
+document.addEventListener("error", (ev) => {
+  const img = ev.target;
+  if (img.tagName === "IMG" && img.dataset.full && img.src !== new URL(img.dataset.full, location.href).href) {
+    img.src = img.dataset.full;
+  }
+}, true);
 // Handlers are wired: lets a waiting script (the browser tests) know the page is live.
 document.body.dataset.ready = "true";

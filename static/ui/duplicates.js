@@ -29,7 +29,7 @@ function render(groups) {
     section.className = "group";
     const tiles = group.paths.map((path) => `
       <figure class="${path === group.keep ? "keep" : ""}">
-        <a href="/image/${encodePath(path)}" target="_blank" rel="noopener"><img loading="lazy" src="/thumb/${encodePath(path)}" alt=""></a>
+        <a href="/image/${encodePath(path)}" target="_blank" rel="noopener"><img loading="lazy" src="/thumb/${encodePath(path)}" data-full="/image/${encodePath(path)}" alt=""></a>
         <figcaption title="${escapeHtml(path)}">${path === group.keep ? "<b>keep</b> " : ""}${escapeHtml(path)}</figcaption>
       </figure>`).join("");
     const pairs = group.pairs.map((p) => `
@@ -49,3 +49,10 @@ $("threshold").addEventListener("input", () => {
   timer = setTimeout(load, 400);
 });
 load();
+// A preview that fails to load falls back to the image itself.
+document.addEventListener("error", (ev) => {
+  const img = ev.target;
+  if (img.tagName === "IMG" && img.dataset.full && img.src !== new URL(img.dataset.full, location.href).href) {
+    img.src = img.dataset.full;
+  }
+}, true);
