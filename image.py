@@ -193,8 +193,11 @@ def cmd_models_status(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(rows))
     else:
         for row in rows:
-            state = ("present" + ("" if row["official"] else ", NOT the official file")) if row["present"] else "MISSING"
-            print(f"{row['name']:7s} {state:30s} {row['path']}\n        {row['description']}")
+            if row["present"]:
+                state = f"present, from {row['source']}" + ("" if row["official"] else ", NOT an official file")
+            else:
+                state = "MISSING"
+            print(f"{row['name']:7s} {state:45s} {row['path']}\n        {row['description']}")
     return 0
 
 
@@ -202,22 +205,32 @@ def cmd_models_fetch(config: Config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine import models
+    from engine.fetch import FetchFailed, ModelsFolderUnwritable
 
-    bars: dict[str, tqdm] = {}
+    def progress(what: str, total: int | None, initial: int):
+        bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
+                   file=sys.stderr)
 
-    def progress(name: str, done: int, total: int) -> None:
-        bar = bars.setdefault(name, tqdm(total=total or None, unit="B", unit_scale=True, desc=name))
-        bar.update(done - bar.n)
+        class Bar:  # tqdm counts increments; the fetch reports bytes so far
+            def update(self, done: int) -> None:
+                bar.update(done - bar.n)
+
+            def close(self) -> None:
+                bar.close()
+
+        return Bar()
+
+    def report(line: str) -> None:
+        print(f"  failed: {line}", file=sys.stderr, flush=True)
 
     try:
-        fetched = models.fetch(config.models_dir, progress)
-    except (OSError, ValueError) as exc:
-        print(f"error: download failed: {exc}\nOn a machine without internet, copy the files over and run "
-              f"`python image.py models import FILE...`", file=sys.stderr)
+        fetched = models.fetch(config.models_dir, progress, report)
+    except FetchFailed as exc:
+        print(f"error: some weights could not be fetched.\n{exc}", file=sys.stderr)
         return 1
-    finally:
-        for bar in bars.values():
-            bar.close()
+    except ModelsFolderUnwritable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print("fetched: " + (", ".join(fetched) if fetched else "nothing (all weights present)"))
     return 0
 

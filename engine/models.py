@@ -5,12 +5,11 @@ import functools
 import hashlib
 import logging
 import shutil
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from engine import regions as region_boxes
+from engine.fetch import read_sources, record_source
 from features import NETWORKS, HsvHistogram
 from features.base import Extractor
 from features.orb import MirroredOrbFeatures, OrbFeatures
@@ -28,7 +27,8 @@ class WeightsStatus:
     path: str
     present: bool
     official: bool | None
-    url: str
+    source: str | None  # where the present file came from: a source's label, or "imported"
+    urls: list[str]
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -53,13 +53,15 @@ def find_weights(models_dir: Path, spec: WeightsSpec) -> Path | None:
 
 def status(models_dir: Path) -> list[WeightsStatus]:
     rows = []
+    provenance = read_sources(models_dir)
     for spec, _ in NETWORKS.values():
         found = find_weights(models_dir, spec)
         official = spec.is_official(file_sha256(found, models_dir / HASH_MEMO)) if found else None
+        source = provenance.get(spec.name, {}).get("source", "unknown") if found else None
         rows.append(WeightsStatus(
             name=spec.name, description=spec.description,
             path=str(found or expected_path(models_dir, spec)), present=found is not None,
-            official=official, url=spec.url,
+            official=official, source=source, urls=[s.url for s in spec.sources],
         ))
     return rows
 
@@ -78,7 +80,8 @@ def load_extractors(
         if path is None:
             missing[name] = (
                 f"{spec.description}: weights not found ({models_dir.name}/{spec.filename}); "
-                f"run `python image.py models fetch` or `models import FILE`"
+                f"run `python image.py models fetch`, or download {spec.sources[0].url} in a browser "
+                f"and run `python image.py models import FILE`"
             )
             continue
         extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size,
@@ -137,31 +140,31 @@ def _bundled_designs() -> tuple:
     return tuple(pictures)
 
 
-def fetch(models_dir: Path, progress: Callable[[str, int, int], None] | None = None) -> list[str]:
-    """Download every missing weights file, verifying its checksum; returns what was fetched."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    fetched = []
-    for spec, _ in NETWORKS.values():
-        if find_weights(models_dir, spec):
-            continue
-        target = expected_path(models_dir, spec)
-        partial = target.with_name(target.name + ".part")
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(spec.url, timeout=60) as response, partial.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                if progress:
-                    progress(spec.name, done, total)
-        if not spec.is_official(digest.hexdigest()):
-            partial.unlink()
-            raise ValueError(f"{spec.name}: checksum mismatch for {spec.url}; download discarded")
-        partial.replace(target)
-        fetched.append(spec.name)
-    return fetched
+def fetch(models_dir: Path, progress=None, report=lambda line: None, mirror: str | None = None) -> list[str]:
+    """Download every missing network from its sources in turn (engine/fetch.py); each
+    accepted file must load as its network.  Returns the names fetched; raises FetchFailed."""
+    from engine import fetch as downloads
+
+    specs = [spec for spec, _ in NETWORKS.values()]
+    return downloads.fetch(models_dir, specs, check=check_loads, present=lambda spec: find_weights(models_dir, spec)
+                           is not None, progress=progress, report=report, mirror=mirror)
+
+
+def check_loads(spec: WeightsSpec, path: Path) -> None:
+    """The file builds the network and gives unit-length vectors of its size on a bundled design."""
+    import numpy as np
+
+    _, factory = NETWORKS[spec.name]
+    extractor = factory(path, file_sha256(path))
+    design = (_bundled_designs() or (None,))[0]
+    if design is None:
+        from PIL import Image
+
+        design = Image.new("RGB", (64, 64), "white")
+    rows = extractor.embed([design])
+    norms = np.linalg.norm(rows, axis=1)
+    if rows.shape != (1, extractor.dim) or not np.allclose(norms, 1.0, atol=1e-3):
+        raise ValueError(f"gave vectors of shape {rows.shape} and length {norms}, not one unit {extractor.dim}-d vector")
 
 
 def import_file(models_dir: Path, source: Path) -> WeightsStatus:
@@ -175,6 +178,7 @@ def import_file(models_dir: Path, source: Path) -> WeightsStatus:
     target = models_dir / f"{Path(spec.filename).stem}{source.suffix.lower()}"
     shutil.copyfile(source, target.with_name(target.name + ".part"))
     target.with_name(target.name + ".part").replace(target)
+    record_source(models_dir, spec.name, "imported")
     return next(row for row in status(models_dir) if row.name == spec.name)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from features import precision
 from features.base import NetworkExtractor, l2_normalize
-from features.weights import WeightsSpec, file_sha256
+from features.weights import WeightsSource, WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,24 @@ ARCHITECTURE = "ViT-B-32-quickgelu"
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
+# Tried in this order.  The Hub's safetensors file is a plain tensor file (loading it runs
+# no code) and is where open_clip itself now fetches these weights; its revision and
+# SHA-256 are pinned from one public record, a claim that the Hub's own reported hash
+# (X-Linked-Etag) must confirm before any byte is taken.  OpenAI's release carries its
+# SHA-256 in its URL.  The Hub's .bin copy has no pinned hash: only the Hub's report
+# vouches for it.
+HUB = "https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/a6f597a30f7b82c51704746581f9a4e41421e878/"
+OPENAI_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 WEIGHTS = WeightsSpec(
     name="clip",
     filename="ViT-B-32-quickgelu-openai.pt",
-    url="https://openaipublic.azureedge.net/clip/models/"
-    "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-    sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+    sources=(
+        WeightsSource("Hugging Face Hub (safetensors)", HUB + "open_clip_model.safetensors", ".safetensors",
+                      sha256="e6d1bd7789aa45192b3bf90570a789b478bae1b74ebcce7eddd908e83a2b7c31", reports_sha256=True),
+        WeightsSource("OpenAI release", f"https://openaipublic.azureedge.net/clip/models/{OPENAI_SHA256}/ViT-B-32.pt",
+                      ".pt", sha256=OPENAI_SHA256),
+        WeightsSource("Hugging Face Hub (bin)", HUB + "open_clip_pytorch_model.bin", ".bin", reports_sha256=True),
+    ),
     description="CLIP ViT-B/32 (OpenAI, QuickGELU), 512-d",
     suffixes=(".safetensors", ".bin", ".pt", ".pth"),
 )

@@ -8,7 +8,7 @@ import numpy as np
 
 from features import precision
 from features.base import NetworkExtractor, to_batch
-from features.weights import WeightsSpec
+from features.weights import WeightsSource, WeightsSpec
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,8 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 WEIGHTS = WeightsSpec(
     name="resnet",
     filename="resnet50-11ad3fa6.pth",
-    url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
-    sha256="11ad3fa6",
+    sources=(WeightsSource("torchvision", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", ".pth",
+                           sha256="11ad3fa6"),),
     description="ResNet50 ImageNet IMAGENET1K_V2, 2048-d pooled",
     suffixes=(".pth", ".pt", ".bin"),
 )

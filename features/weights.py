@@ -9,22 +9,48 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class WeightsSpec:
-    """One downloadable weights file.
+class WeightsSource:
+    """One place a weights file can be downloaded from, and how its bytes are verified.
 
-    `sha256` is the official digest; torchvision publishes only its first
-    eight hex digits (in the file name), so a prefix is accepted too.
+    `sha256` is the digest the file must have (torchvision publishes only the first
+    eight hex digits, in its file name, so a prefix is accepted).  Without one, the
+    server must report the file's SHA-256 itself (`reports_sha256`, as the Hugging
+    Face Hub does for files it stores in LFS) and the download must match that.
     """
+
+    label: str
+    url: str
+    suffix: str  # saved as the network's file stem + this suffix
+    sha256: str | None = None
+    reports_sha256: bool = False
+
+    @property
+    def file_name(self) -> str:
+        """The name the file has at its source; a mirror holds it under the same name."""
+        return self.url.rsplit("/", 1)[-1]
+
+    def accepts(self, digest: str) -> bool:
+        return self.sha256 is not None and digest.startswith(self.sha256)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A network's weights: where they are expected and where they can be fetched from,
+    in the order they are tried."""
 
     name: str
     filename: str
-    url: str
-    sha256: str
+    sources: tuple[WeightsSource, ...]
     description: str
     suffixes: tuple[str, ...]
 
     def is_official(self, digest: str) -> bool:
-        return digest.startswith(self.sha256)
+        """Whether the bytes are those of a release pinned by one of the sources."""
+        return any(source.accepts(digest) for source in self.sources)
+
+    @property
+    def stem(self) -> str:
+        return Path(self.filename).stem
 
 
 def file_sha256(path: Path, cache_file: Path | None = None) -> str:

@@ -84,28 +84,6 @@ def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg
     assert engine.search_bytes((cfg.images / "design_02.png").read_bytes(), 1)[0].path == "design_02.png"
 
 
-def test_fetch_verifies_the_checksum(cfg, tmp_path, monkeypatch):
-    source = tmp_path / "served.pth"
-    torch.save(torch.nn.Linear(2, 2).state_dict(), source)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    clip_spec, clip_cls = NETWORKS["clip"]
-    resnet_spec, resnet_cls = NETWORKS["resnet"]
-    from dataclasses import replace
-
-    good = replace(resnet_spec, url=source.as_uri(), sha256=digest[:8])
-    bad = replace(clip_spec, url=source.as_uri(), sha256="0" * 64)
-    monkeypatch.setitem(NETWORKS, "resnet", (good, resnet_cls))
-    monkeypatch.setitem(NETWORKS, "clip", (bad, clip_cls))
-    seen = []
-    with pytest.raises(ValueError, match="checksum"):
-        models.fetch(cfg.models_dir, lambda name, done, total: seen.append(name))
-    assert not (cfg.models_dir / bad.filename).exists()  # a bad download is discarded
-    monkeypatch.setitem(NETWORKS, "clip", (clip_spec, clip_cls))
-    monkeypatch.setattr(models, "find_weights", lambda folder, spec: spec is clip_spec or None)
-    assert models.fetch(cfg.models_dir) == ["resnet"]
-    assert (cfg.models_dir / good.filename).read_bytes() == source.read_bytes()
-
-
 def test_text_search_and_refinement_use_clip(with_weights, collection):
     engine = Engine(with_weights)
     engine.reindex()
@@ -142,7 +120,7 @@ def test_a_forged_hash_memo_cannot_make_a_code_carrying_archive_official(cfg):
         out.writestr("ViT-B-32/data.pkl", b"")
     file_sha256(archive, cfg.models_dir / models.HASH_MEMO)  # the memo records the real hash...
     memo = cfg.models_dir / models.HASH_MEMO
-    forged = {key: CLIP_WEIGHTS.sha256 for key in json.loads(memo.read_text())}  # ...then claims the official one
+    forged = {key: CLIP_WEIGHTS.sources[1].sha256 for key in json.loads(memo.read_text())}  # ...then claims the official one
     memo.write_text(json.dumps(forged))
     assert next(r for r in models.status(cfg.models_dir) if r.name == "clip").present
     extractor = ClipExtractor(archive, file_sha256(archive, memo))

@@ -31,9 +31,10 @@ START_DEADLINE = 300  # seconds: a hang guard for a loaded machine, not a speed 
 
 
 def repository_copy(target: Path) -> Path:
-    """The files a fresh clone has (git's list where there is one), nothing a run made."""
+    """The files a fresh clone has (what git tracks, or would track: not what it ignores), nothing a run made."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=ROOT, capture_output=True, check=True).stdout
         files = [name for name in listed.decode().split("\0") if name]
     except (OSError, subprocess.CalledProcessError):
         skip = {".venv", "cache", ".git", "test-artifacts", "__pycache__"}
