@@ -6,7 +6,7 @@ with planted copies (a design plus small noise), so the grouping has real
 groups to find; recall of the planted pairs is reported with the time.
 Content thumbprints (random grids, copies with +-4 grey levels of noise)
 are included; ORB points are not: the local-feature check costs ~60 ms per
-image on this machine (see the README), on top of the figure printed here.
+image on this machine (see docs/benchmarks.md), on top of the figure printed here.
 
     python bench/duplicates_scale.py [--images 100000] [--planted 2000]
 """

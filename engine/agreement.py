@@ -25,22 +25,15 @@ from features.thumbprint import ink_box
 # (CONTAINED) reappear in the other, while the other may carry much of its own
 # (a watermark's text over a thin design: only AGREEMENT of its edges need be
 # found).  Template siblings each keep drawing the other lacks (a sign's own
-# pictogram inside the shared triangle).  On two draws of
-# bench/duplicates_peers.py (seeds 5 and 11), precision / recall:
-#   AGREEMENT 0.6 alone (session 3)     0.920 / 0.783   0.902 / 0.789
-#   0.6, CONTAINED 0.9                  0.942 / 0.800   0.926 / 0.789
-#   0.3, CONTAINED 0.93                 0.942 / 0.800   0.927 / 0.800
-#   0.3, CONTAINED 0.95 (chosen)        0.959 / 0.800   0.926 / 0.794
-#   0.3, CONTAINED 0.97                 0.966 / 0.783   0.935 / 0.767
-# (all but the first with the CLOSE rule below in place).  Session 6, with photos aligned
-# by their perspective (engine/verify.py): 0.25 adds a watermarked thin design whose text
-# outweighs its own edges (seed 17: 0.958 / 0.789 -> 0.958 / 0.794); seeds 5 and 11 unchanged.
+# pictogram inside the shared triangle).  Both values were chosen on
+# bench/duplicates_peers.py: a stricter CONTAINED trades recall for precision one
+# pair at a time, and AGREEMENT must stay low enough for a watermark's text that
+# outweighs a thin design's own edges (docs/benchmarks.md).
 AGREEMENT = 0.25
 CONTAINED = 0.95
 # Agreement this close on both sides is evidence of its own: it confirms a pair
-# whose points alone fall short (SUPPORT_INLIERS up to DUPLICATE_INLIERS).
-# Recall 0.778 -> 0.806 and 0.772 -> 0.794 at the same precision; from 15
-# points instead of 20 recall rose again but precision fell (0.936, 0.899).
+# whose points alone fall short (SUPPORT_INLIERS up to DUPLICATE_INLIERS); with
+# fewer points than that, lookalikes in one style would pass as copies.
 CLOSE, CLOSE_CONTAINED = 0.85, 0.95
 # Edge positions may differ by this many preview pixels (resampling, mild perspective).
 TOLERANCE = 2

@@ -23,7 +23,7 @@ from engine.decode import Decoded, UnreadableImage, decode
 from engine.indexer import CollectionUnavailable, Indexer, IndexReport
 from engine.regions import RegionProposals
 from engine.search import SearchResult, search
-from engine.snapshot import Snapshot, build_snapshot
+from engine.snapshot import Snapshot, build_snapshot, fused_features
 from engine.thumbs import thumb_path, write_thumb
 from engine.threads import one_blas_thread
 from features import FEATURE_NAMES
@@ -79,10 +79,10 @@ class Engine:
                 self.extractors["regions"] = RegionProposals()
         # A query's features are computed on this one thread, one query at a time: torch
         # already uses every core, and each thread that calls it gets its own OpenMP team;
-        # with one per web server thread, their idle teams spinning slowed searches (8,121
-        # designs, both networks, through HTTP: p95 504 -> 377-406 ms over runs). The rest of
-        # a search stays on the caller's thread, so concurrent searches still overlap there
-        # (all of it on this thread cut 16-client throughput from 27.6 to 18.3 requests/s).
+        # with one per web server thread, their idle teams spinning slowed searches (p95 up
+        # by a quarter on 8,121 designs).  The rest of a search stays on the caller's thread,
+        # so concurrent searches still overlap there (all of it on this thread cost a third
+        # of the 16-client throughput).
         self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-query")
         self._decoder = ThreadPoolExecutor(max_workers=max(1, config.decode_slots), thread_name_prefix="lookalike-decode")
         self._reindex_lock = threading.Lock()
@@ -97,23 +97,35 @@ class Engine:
         self.warm_up: Future | None = None  # the networks loading ahead of the first search
         self.collection_problem: str | None = None  # why the last re-scan could not read the images folder
         self._stop_watching = threading.Event()
-        self._snapshot = self._make_snapshot(store.load_or_empty(config.index_file))
+        # What searches read is built on first use: `image.py index` never searches, and the
+        # local-feature index of 8,121 designs takes seconds to build.
+        self._data = store.load_or_empty(config.index_file)
+        self._built: Snapshot | None = None
+        self._snapshot_lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------
     @property
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        built = self._built
+        if built is None:
+            with self._snapshot_lock:
+                if self._built is None:
+                    self._built = self._make_snapshot(self._data)
+                built = self._built
+        return built
 
     def status(self) -> dict:
-        snap = self._snapshot
+        # From the index data, not the snapshot: the page must answer while it is being built.
+        data = self._data
+        features, weights = fused_features(data, self._active(), self.config.weights)
         return {
-            "images": snap.size,
-            "features": list(snap.features),
+            "images": len(data),
+            "features": list(features),
             "features_off": self.missing,
-            "weights": dict(snap.weights),
-            "last_indexed": snap.data.indexed_at,
-            "index_complete": snap.data.complete,
-            "skipped": len(snap.data.skipped),
+            "weights": weights,
+            "last_indexed": data.indexed_at,
+            "index_complete": data.complete,
+            "skipped": len(data.skipped),
             "reindex": self.progress.as_dict(),
             "networks_loading": self.warm_up is not None and not self.warm_up.done(),
             "collection_problem": self.collection_problem,
@@ -138,7 +150,7 @@ class Engine:
         self, image: Image.Image, top_k: int, weights: Mapping[str, float] | None = None, sha256: str | None = None,
         size: tuple[int, int] | None = None,
     ) -> list[SearchResult]:
-        snap = self._snapshot
+        snap = self.snapshot
         weights = {**self.config.weights, **(weights or {})}
         # A feature weighted zero costs nothing: its network is not run for this query.
         query = self.embed(image, tuple(n for n in snap.features if weights.get(n, 0) > 0))
@@ -148,7 +160,7 @@ class Engine:
         self, text: str, top_k: int, image_data: bytes | None = None, text_weight: float = 0.5
     ) -> list[SearchResult]:
         """Search by words with CLIP's text tower; with an image, refine it ("like this, but red")."""
-        snap = self._snapshot
+        snap = self.snapshot
         clip = self.extractors.get("clip")
         if clip is None or "clip" not in snap.features:
             raise TextSearchUnavailable(
@@ -171,7 +183,7 @@ class Engine:
     def thumbnail(self, relative: str) -> Path | None:
         """The preview file of an indexed design, made again if it went missing from the
         cache; None when the design is not indexed or its file no longer holds those bytes."""
-        snap = self._snapshot
+        snap = self.snapshot
         row = snap.row_of.get(relative)
         if row is None:
             return None
@@ -214,14 +226,14 @@ class Engine:
         from engine.duplicates import CANDIDATE_SCORE, FLOOR_SCORE, find_groups, group_pairs
 
         threshold = CANDIDATE_SCORE if threshold is None else threshold
-        snap = self._snapshot
+        snap = self.snapshot
         if threshold < FLOOR_SCORE:
             return find_groups(snap, threshold, previews=self.previews(snap))
         return group_pairs(snap, self._pairs_for(snap), threshold, self.previews(snap))
 
     def warm_duplicates(self) -> None:
         """Compute the duplicate report in the background, so the page opens at once."""
-        threading.Thread(target=self._pairs_for, args=(self._snapshot,), name="duplicates", daemon=True).start()
+        threading.Thread(target=lambda: self._pairs_for(self.snapshot), name="duplicates", daemon=True).start()
 
     def _pairs_for(self, snap: Snapshot) -> list:
         from engine.duplicates import FLOOR_SCORE, find_pairs
@@ -310,12 +322,14 @@ class Engine:
         # No model lock here: inference is thread-safe, and searches must keep answering.
         data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
         self.collection_problem = None
-        current = self._snapshot
-        unchanged = data is previous and current.data.indexed_at == data.indexed_at  # the same save
-        if not (unchanged and set(current.features) <= set(self.extractors)):
-            # (An unchanged index keeps its snapshot: rebuilding the local-feature index
-            # of 8,121 designs alone took 34 s.)
-            self._snapshot = self._make_snapshot(data)
+        with self._snapshot_lock:
+            current = self._built
+            unchanged = data is previous and self._data.indexed_at == data.indexed_at  # the same save
+            if not (unchanged and (current is None or set(current.features) <= set(self.extractors))):
+                # An unchanged index keeps its snapshot: rebuilding the local-feature index of
+                # 8,121 designs takes seconds.  One nobody has read yet stays unbuilt.
+                self._data = data
+                self._built = None if current is None else self._make_snapshot(data)
         if self.serving:
             self.warm_duplicates()
         self.progress.report = report.as_dict()
@@ -349,9 +363,11 @@ class Engine:
         for name in set(before) - set(self.missing):
             log.warning("FEATURE ON: %s weights found; its vectors will be extracted", name)
 
+    def _active(self) -> tuple[str, ...]:
+        return tuple(n for n in FEATURE_NAMES if n in self.extractors)
+
     def _make_snapshot(self, data: store.IndexData) -> Snapshot:
-        active = tuple(n for n in FEATURE_NAMES if n in self.extractors)
-        return build_snapshot(data, active, self.config.weights)
+        return build_snapshot(data, self._active(), self.config.weights)
 
 
 def _report_failed_warm_up(future: Future) -> None:

@@ -36,9 +36,7 @@ FLOOR_SCORE = 0.3
 # Thumbprints this close (and of as much ink) are one picture at 24 px, to within
 # re-encoding noise: their previews are not compared.  Aligning previews by the
 # designs' extents fails where the preview shows little ink (a white letter placed
-# on a canvas: 0.63 of its edges found).  On bench/duplicates_peers.py seed 11
-# recall 0.794 -> 0.800 at precision 0.955; seed 5 unchanged (0.957 / 0.800);
-# from 0.995 seed 11 precision fell to 0.951.
+# on a canvas: 0.63 of its edges found); a lower value lets lookalikes past.
 CERTAIN_TWIN = 0.999
 
 # Preview pixels darker than this are the design's ink (previews are flattened on white).

@@ -14,6 +14,7 @@ checkpoint every few hundred images, so an interrupted run resumes there.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import logging
 import os
 import time
@@ -120,10 +121,12 @@ class Indexer:
         state = _RunState(previous, self.fingerprints, shapes, files)
         self._recognise(state, report)
         present = {f.path for f in files}
-        gone = {e.path for e in previous.entries} - present
-        report.moved = len({state.renamed[p].sha256 for p in state.renamed if p not in state.old_row}
-                           & {e.sha256 for e in previous.entries if e.path in gone})
-        report.removed = len(gone) - report.moved
+        gone = Counter(e.sha256 for e in previous.entries if e.path not in present)
+        for path, entry in state.renamed.items():  # a new name for bytes whose old name is gone
+            if path not in state.old_row and gone[entry.sha256] > 0:
+                gone[entry.sha256] -= 1
+                report.moved += 1
+        report.removed = sum(gone.values())
         work = []
         for file in files:
             needs = state.needs(file)

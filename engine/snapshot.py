@@ -56,14 +56,20 @@ class Snapshot:
         return {e.path: i for i, e in enumerate(self.data.entries)}
 
 
-def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float]) -> Snapshot:
-    """Fuse the active features of every row and put them in a flat inner-product index."""
+def fused_features(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float]
+                   ) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The features a snapshot of `data` fuses, and their normalised weights."""
     features = tuple(n for n in active if n in data.vectors and weights.get(n, 0) > 0)
     if not features:
         features = tuple(n for n in active if n in data.vectors)
+    return features, (normalize_weights(weights, features) if features else {})
+
+
+def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float]) -> Snapshot:
+    """Fuse the active features of every row and put them in a flat inner-product index."""
+    features, used = fused_features(data, active, weights)
     dim = sum(data.vectors[n].shape[1] for n in features)
     index = faiss.IndexFlatIP(max(dim, 1))
-    used = normalize_weights(weights, features) if features else {}
     for start in range(0, len(data) if features else 0, ADD_CHUNK):  # in slices: no full fused copy
         index.add(fuse({n: data.vectors[n][start:start + ADD_CHUNK] for n in features}, used))
     local = None

@@ -5,13 +5,12 @@ NumPy and OpenCV each bring an OpenBLAS built on its own thread pool, whose
 workers keep spinning for a while after every call.  The engine's own BLAS
 calls are matrix-vector products (a query against the thumbprints, cosines of
 a few dozen rows) that gain nothing from threads, but the spinning workers they
-left behind took the two cores from the local-feature search that follows: on
-8,121 designs its FAISS scan took 41-56 ms per view instead of 25, a whole
-search (no networks) 156 ms instead of 98 (p50, 40 uploads).
+left behind took the two cores from the local-feature search that follows (on
+8,121 designs its FAISS scan ran at half speed).
 
 FAISS's own OpenBLAS is left alone: it is built on OpenMP, and setting its
 threads sets the calling thread's OpenMP team, which is FAISS's own (its scan
-then ran on one core: 63 ms per view).
+would run on one core).
 """
 from __future__ import annotations
 

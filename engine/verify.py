@@ -98,8 +98,7 @@ TWIN_CORRELATION = 0.97
 TWIN_MIN_COLOUR = 0.5
 # ... and when they carry about as much ink: correlation ignores contrast, so a faint
 # outline and a bold one of the same shape correlate perfectly (thin stars of 65 and
-# 81 points, circles at 80 px).  Within 2x, bench/duplicates_peers.py: held-out seed 11
-# precision 0.926 -> 0.955, seed 5 0.959 -> 0.957, recall unchanged on both (3x: 0.952).
+# 81 points, circles at 80 px), while a copy keeps its ink within 2x.
 TWIN_INK_RATIO = 2.0
 
 
@@ -171,10 +170,6 @@ def _distinct(points: np.ndarray) -> int:
 # How far a perspective mapping may move the corners of the matched area away from where
 # the similarity puts them, as a share of that area's longer side: a photo at an angle
 # moves them by up to a tenth or so; more is a chance fit of 8 degrees of freedom.
-# bench/duplicates_peers.py, precision / recall before -> after the perspective step:
-# seed 5 0.957 / 0.800 -> 0.957 / 0.806, seed 11 0.955 / 0.800 -> 0.956 / 0.817,
-# seed 17 0.957 / 0.750 -> 0.958 / 0.789 (photos missed 16 -> 9 of 20); bench/quality.py
-# unchanged (recall@1 0.877, detection 0.821 -> 0.824, false alarms 0.009).
 MAX_PERSPECTIVE = 0.2
 # The perspective is sought only where the similarity already keeps this many points: on
 # every candidate a homography's RANSAC took 4 ms (most of the library pass), and chance

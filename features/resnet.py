@@ -48,8 +48,8 @@ class ResnetExtractor(NetworkExtractor):
     def _fp32(self, model):
         import torch
 
-        # Frozen, batch norm folds into the convolutions: ~10% faster on this CPU at batch 1
-        # and 32 (113 -> 100, 101 -> 92 ms per image), features equal (cosine > 0.99999).
+        # Frozen, batch norm folds into the convolutions: about 10% faster on a CPU at batch
+        # 1 and 32, features equal (cosine > 0.99999).
         return self._frozen(model.to(memory_format=torch.channels_last))
 
     @staticmethod
