@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from engine.config import Config, from_environment, parse_weights
+from features.device import DeviceUnavailable
 
 
 NOISY_LIBRARIES = ("faiss", "faiss.loader", "waitress.queue", "timm", "open_clip", "huggingface_hub")
@@ -38,10 +39,14 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     config = from_environment().with_overrides(
         images=_path(getattr(args, "images", None)), cache=_path(getattr(args, "cache", None)),
-        models=_path(getattr(args, "models", None)),
+        models=_path(getattr(args, "models", None)), device=getattr(args, "device", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None),
     )
-    return args.handler(config, args)
+    try:
+        return args.handler(config, args)
+    except DeviceUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--images", default=argparse.SUPPRESS, help="folder of design images (default static/images)")
     common.add_argument("--cache", default=argparse.SUPPRESS, help="folder for the index and secrets (default cache)")
     common.add_argument("--models", default=argparse.SUPPRESS, help="folder of model weights (default CACHE/models)")
+    common.add_argument("--device", default=argparse.SUPPRESS, choices=("auto", "cpu", "cuda"),
+                        help="where the networks run (default auto: a CUDA GPU when torch sees one)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help="start the web app (waitress)")
@@ -187,11 +194,13 @@ def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_models_status(config: Config, args: argparse.Namespace) -> int:
     from engine import models
+    from features.device import describe as describe_device, resolve as resolve_device
 
     rows = [row.as_dict() for row in models.status(config.models_dir)]
     if args.json:
         print(json.dumps(rows))
     else:
+        print(f"device: {describe_device(resolve_device(config.device))}")
         for row in rows:
             if row["present"]:
                 state = f"present, from {row['source']}" + ("" if row["official"] else ", NOT an official file")

@@ -36,6 +36,8 @@ class Config:
     # Index the separate designs inside sheets and collages as regions too.
     regions: bool = True
     secure_cookies: bool = False
+    # Where the networks run: 'auto' (a CUDA GPU when torch sees one), 'cpu' or 'cuda'.
+    device: str = "auto"
     # While serving, the collection is re-scanned this often (0: only at start).
     rescan_minutes: float = 5.0
     # Weights folder; defaults to <cache>/models.  Several collections can share one.
@@ -96,7 +98,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
     for name, convert in (
         ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
         ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("QUERY_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
-        ("TRUSTED_PROXY", str), ("RESCAN_MINUTES", float),
+        ("TRUSTED_PROXY", str), ("RESCAN_MINUTES", float), ("DEVICE", str),
         ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int),
     ):
         if get(name):

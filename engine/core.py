@@ -71,7 +71,8 @@ class Engine:
         one_blas_thread()
         self._fixed_extractors = extractors is not None
         if extractors is None:
-            self.extractors, self.missing = models.load_extractors(config.models_dir, config.batch_size, config.regions)
+            self.extractors, self.missing = models.load_extractors(config.models_dir, config.batch_size, config.regions,
+                                                                  config.device)
             self._warn_missing({})
         else:
             self.extractors, self.missing = dict(extractors), {}
@@ -129,7 +130,13 @@ class Engine:
             "reindex": self.progress.as_dict(),
             "networks_loading": self.warm_up is not None and not self.warm_up.done(),
             "collection_problem": self.collection_problem,
+            "device": self.device,
         }
+
+    @property
+    def device(self) -> str:
+        """Where the networks run ('cpu' when none is loaded)."""
+        return next((getattr(e, "device", "cpu") for e in self.extractors.values() if hasattr(e, "device")), "cpu")
 
     def decode_query(self, data: bytes) -> Decoded:
         """A query's picture, within the query budget: its declared size is checked before
@@ -348,7 +355,8 @@ class Engine:
         """Pick up weights that appeared since start-up, keeping models already loaded."""
         if self._fixed_extractors:
             return
-        fresh, missing = models.load_extractors(self.config.models_dir, self.config.batch_size, self.config.regions)
+        fresh, missing = models.load_extractors(self.config.models_dir, self.config.batch_size, self.config.regions,
+                                                self.config.device)
         before, self.missing = self.missing, missing
         self._warn_missing(before)
         for name, extractor in fresh.items():

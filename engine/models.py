@@ -12,6 +12,7 @@ from engine import regions as region_boxes
 from engine.fetch import read_sources, record_source
 from features import NETWORKS, HsvHistogram
 from features.base import Extractor
+from features.device import resolve as resolve_device
 from features.orb import MirroredOrbFeatures, OrbFeatures
 from features.thumbprint import ThumbprintFeatures
 from features.weights import WeightsSpec, file_sha256
@@ -67,16 +68,20 @@ def status(models_dir: Path) -> list[WeightsStatus]:
 
 
 def load_extractors(
-    models_dir: Path, batch_size: int = 32, regions: bool = False
+    models_dir: Path, batch_size: int = 32, regions: bool = False, device: str = "auto"
 ) -> tuple[dict[str, Extractor], dict[str, str]]:
     """Every extractor whose weights are present, plus a reason for each one switched off.
 
     With `regions`, the separate designs inside sheets also get entries of their own.
+    `device` ('auto', 'cpu', 'cuda') is resolved only when a network's weights are
+    present; raises DeviceUnavailable for 'cuda' without a GPU.
     """
     extractors: dict[str, Extractor] = {}
     missing: dict[str, str] = {}
+    found = {name: find_weights(models_dir, spec) for name, (spec, _) in NETWORKS.items()}
+    runs_on = resolve_device(device) if any(found.values()) or device == "cuda" else "cpu"
     for name, (spec, factory) in NETWORKS.items():
-        path = find_weights(models_dir, spec)
+        path = found[name]
         if path is None:
             missing[name] = (
                 f"{spec.description}: weights not found ({models_dir.name}/{spec.filename}); "
@@ -86,7 +91,7 @@ def load_extractors(
             continue
         extractors[name] = factory(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size,
                                    sample=precision_sample, calibration=calibration_sample,
-                                   calibration_id=calibration_id)
+                                   calibration_id=calibration_id, device=runs_on)
     extractors["hsv"] = HsvHistogram()
     extractors["orb"] = OrbFeatures()
     extractors["orb_mirror"] = MirroredOrbFeatures()

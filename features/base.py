@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 # Both networks see the design letterboxed onto a white 224 px square.
 INPUT_SIDE = 224
+# Images per network batch on a GPU.
+GPU_BATCH = 128
 PREPROCESS = "letterbox-white-224-bicubic-v1"
 
 
@@ -71,6 +73,16 @@ def to_batch(images: Sequence[Image.Image], mean: np.ndarray, std: np.ndarray):
 
 
 
+def _synchronized_clock() -> float:
+    """Seconds, once the GPU has finished what it was given (its calls return at once)."""
+    import time
+
+    import torch
+
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class LazyModel:
     """Builds a model on first use, once, even when two threads ask together."""
 
@@ -109,14 +121,18 @@ class NetworkExtractor:
     def __init__(self, weights, digest: str, batch_size: int = 32,
                  sample: Callable[[], Sequence[Image.Image]] | None = None,
                  calibration: Callable[[], Sequence[Image.Image]] | None = None,
-                 calibration_id: Callable[[], str] | None = None) -> None:
+                 calibration_id: Callable[[], str] | None = None, device: str = "cpu") -> None:
         """`sample`: real designs on which a lower precision must prove itself
         (features/precision.py); without one the network stays in fp32.
         `calibration`: other real designs, for an int8 that needs its ranges observed,
-        and `calibration_id` names them cheaply (other designs, other int8 vectors)."""
+        and `calibration_id` names them cheaply (other designs, other int8 vectors).
+        `device`: 'cpu', or 'cuda' (features/device.py), where the lower precision
+        tried is fp16 and batches are GPU-sized."""
         self.weights = weights
         self.digest = digest
-        self.batch_size = batch_size
+        self.device = device
+        # A GPU is fed whole batches at a time; 32 leaves most of a card idle.
+        self.batch_size = batch_size if device == "cpu" else max(batch_size, GPU_BATCH)
         self._sample = sample
         self._calibration = calibration
         self._calibration_id = calibration_id
@@ -125,9 +141,13 @@ class NetworkExtractor:
 
     def fingerprint(self) -> str:
         base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
-        # fp32 keeps the fingerprint it always had, so earlier indexes stay valid;
-        # int8 vectors are never mixed with fp32 ones (an exact copy must score ~1).
-        return base if self.precision().precision == precision.FP32 else f"{base}:{self._int8_tag()}"
+        # fp32 keeps one fingerprint on every device (a GPU's fp32 vectors agree with the
+        # CPU's to rounding), so earlier indexes stay valid; int8 and fp16 vectors are never
+        # mixed with fp32 ones (an exact copy must score ~1).
+        chosen = self.precision().precision
+        if chosen == precision.FP32:
+            return base
+        return f"{base}:{self._int8_tag() if chosen == precision.INT8 else chosen}"
 
     def precision(self) -> precision.Choice:
         """The precision this network runs in: remembered, else measured (building the model).
@@ -149,9 +169,24 @@ class NetworkExtractor:
         rows = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = to_batch(images[start : start + self.batch_size], self.mean, self.std)
-                rows.append(self._forward(model, batch).float().numpy())
+                batch = self._on_device(to_batch(images[start : start + self.batch_size], self.mean, self.std))
+                with self._autocast():
+                    rows.append(self._forward(model, batch).float().cpu().numpy())
         return l2_normalize(np.concatenate(rows))
+
+    def _on_device(self, batch):
+        if self.device == "cpu":
+            return batch
+        return batch.pin_memory().to(self.device, non_blocking=True)  # pinned: the copy overlaps
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.device != "cpu" and self._choice is not None and self._choice.precision == precision.FP16:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
 
     @property
     def loaded(self) -> bool:
@@ -168,14 +203,16 @@ class NetworkExtractor:
 
     @property
     def _memo_key(self) -> str:
-        return precision.memo_key(self.architecture, self.digest)
+        return precision.memo_key(self.architecture, self.digest, self.device)
 
     @property
     def _tries_int8(self) -> bool:
-        return self.offers_int8 and self._sample is not None
+        return self.offers_int8 and self._sample is not None and self.device == "cpu"
 
     def _load(self):
         model = self._build()
+        if self.device != "cpu":
+            return self._load_on_gpu(model)
         if not self._tries_int8:
             self._choice = precision.ONLY_FP32
             return self._fp32(model)
@@ -196,6 +233,34 @@ class NetworkExtractor:
         if choice.precision == precision.INT8:
             return self._adopt(model, quantized)
         return ready if ready is not None else self._fp32(model)
+
+    def _load_on_gpu(self, model):
+        """fp32 on the GPU, or fp16 autocast where it keeps the features (measured like int8)."""
+        import torch
+
+        model = self._to_device(model)
+        choice = self._choice or precision.remembered(self._memo, self._memo_key)
+        if choice is None:
+            pictures = list(self._sample())[: max(2, self.batch_size)] if self._sample else []
+            if not pictures:
+                choice = precision.ONLY_FP32
+            else:
+                batch = self._on_device(to_batch(pictures, self.mean, self.std))
+
+                def half(b):
+                    with torch.autocast(device_type="cuda", dtype=torch.float16):
+                        return self._forward(model, b)
+
+                choice = precision.measure(lambda b: self._forward(model, b), half, batch,
+                                           clock=_synchronized_clock, lower_name=precision.FP16)
+                self.remember(choice)
+        log.info("%s runs on %s in %s", self.name, self.device, choice.reason)
+        self._choice = choice
+        return model
+
+    def _to_device(self, model):
+        """The built model moved to the GPU (subclasses whose model is several parts override)."""
+        return model.to(self.device)
 
     def _measure(self, model, quantized) -> precision.Choice:
         pictures = list(self._sample())[: max(2, self.batch_size)]

@@ -103,9 +103,14 @@ class ClipExtractor(NetworkExtractor):
         image_tower, _, _ = model
         return image_tower(batch)
 
+    def _to_device(self, model):
+        image_tower, clip, tokenizer = model
+        clip.to(self.device)  # the image tower is part of it
+        return image_tower, clip, tokenizer
+
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         _, model, tokenizer = self._model.get()
         with torch.inference_mode():
-            return l2_normalize(model.encode_text(tokenizer(list(texts))).float().numpy())
+            return l2_normalize(model.encode_text(tokenizer(list(texts)).to(self.device)).float().cpu().numpy())

@@ -40,7 +40,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FP32, INT8 = "fp32", "int8"
+FP32, INT8, FP16 = "fp32", "int8", "fp16"
 MIN_COSINE = 0.99
 MIN_SPEEDUP = 1.1
 MEMO = "precision.json"
@@ -57,8 +57,8 @@ class Choice:
     def reason(self) -> str:
         if not self.fp32_ms:
             return "fp32 (no lower precision tried)"
-        return (f"{self.precision}: int8 cosine to fp32 >= {self.min_cosine:.4f} on the sample, "
-                f"{self.fp32_ms:.0f} -> {self.int8_ms:.0f} ms per image")
+        return (f"{self.precision}: the lower precision's cosine to fp32 >= {self.min_cosine:.4f} on the sample, "
+                f"{self.fp32_ms:.1f} -> {self.int8_ms:.1f} ms per image")
 
 
 ONLY_FP32 = Choice(FP32, 1.0, 0.0, 0.0)
@@ -110,26 +110,30 @@ def quantize_static(module, calibration):
             torch.backends.quantized.engine = previous
 
 
-def measure(fp32: Callable, int8: Callable, batch, clock: Callable[[], float] = time.perf_counter) -> Choice:
-    """Embed `batch` both ways: cosines per row and time per image (best of two runs)."""
+def measure(fp32: Callable, lower: Callable, batch, clock: Callable[[], float] = time.perf_counter,
+            lower_name: str = INT8) -> Choice:
+    """Embed `batch` both ways: cosines per row and time per image (best of two runs).
+
+    `lower` is the network in the lower precision (int8 on a CPU, fp16 on a GPU); it is
+    chosen only where every row keeps MIN_COSINE with fp32 and it runs MIN_SPEEDUP faster."""
     import torch
 
     timings = {}
     outputs = {}
     with torch.inference_mode():
-        for name, forward in ((FP32, fp32), (INT8, int8)):
+        for name, forward in ((FP32, fp32), (lower_name, lower)):
             forward(batch[:1])  # first call allocates and picks kernels
             best = float("inf")
             for _ in range(2):
                 started = clock()
-                outputs[name] = forward(batch).float().numpy()
+                outputs[name] = forward(batch).float().cpu().numpy()  # cpu(): waits for a GPU to finish
                 best = min(best, clock() - started)
             timings[name] = 1000 * best / len(batch)
     a, b = (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12) for rows in outputs.values())
     least = float(np.min(np.sum(a * b, axis=1)))
-    faster = timings[FP32] >= MIN_SPEEDUP * timings[INT8]
-    precision = INT8 if least >= MIN_COSINE and faster else FP32
-    return Choice(precision, least, timings[FP32], timings[INT8])
+    faster = timings[FP32] >= MIN_SPEEDUP * timings[lower_name]
+    precision = lower_name if least >= MIN_COSINE and faster else FP32
+    return Choice(precision, least, timings[FP32], timings[lower_name])
 
 
 def remembered(memo: Path, key: str) -> Choice | None:
@@ -157,7 +161,7 @@ def remember(memo: Path, key: str, choice: Choice) -> None:
         log.warning("could not remember the precision choice in %s: %s", memo, exc)
 
 
-def memo_key(architecture: str, digest: str) -> str:
+def memo_key(architecture: str, digest: str, device: str = "cpu") -> str:
     """Weights, torch and machine the choice was measured on.
 
     Read without importing torch: an unchanged re-scan asks for it and must stay
@@ -168,4 +172,9 @@ def memo_key(architecture: str, digest: str) -> str:
         torch_version = version("torch")
     except PackageNotFoundError:
         torch_version = "none"
-    return f"{architecture}:{digest}:torch-{torch_version}:{platform.machine()}-{os.cpu_count()}cpu"
+    machine = f"{platform.machine()}-{os.cpu_count()}cpu"
+    if device != "cpu":
+        from features.device import describe
+
+        machine = describe(device)
+    return f"{architecture}:{digest}:torch-{torch_version}:{machine}"

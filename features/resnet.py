@@ -52,6 +52,11 @@ class ResnetExtractor(NetworkExtractor):
         # 1 and 32, features equal (cosine > 0.99999).
         return self._frozen(model.to(memory_format=torch.channels_last))
 
+    def _to_device(self, model):
+        import torch
+
+        return model.to(self.device, memory_format=torch.channels_last)
+
     @staticmethod
     def _frozen(model):
         import torch
