@@ -42,6 +42,10 @@ SOURCE_COPY_INLIERS = 40  # enormous designs are left out of the sample: they on
 
 def main() -> None:
     args = parse_args()
+    if args.no_bundled_shape:
+        from features import efficientnet
+
+        efficientnet.weights_file = lambda: None
     work = Path(args.work)
     corpus, queries, negatives = build(args, work)
     engine = Engine(Config(images=work / "corpus", cache=work / "cache", threads=2))
@@ -49,7 +53,8 @@ def main() -> None:
     queries, negatives, unfiltered, excluded = settle_truth(engine, queries, negatives, args.negatives)
     print(f"{excluded} negative candidates set aside: their unedited design is already in the corpus "
           f"under another name (a verified copy: mirrored twin, recoloured variant, derived work)")
-    mode = "with weights" if {"clip", "resnet"} & set(engine.snapshot.features) else "without weights"
+    shape = engine.status()["shape_network"] or "none"
+    mode = f"CLIP {'on' if 'clip' in engine.snapshot.features else 'off'}, shape: {shape}"
     print(f"corpus {len(engine.snapshot.data)} images ({len(report.skipped)} skipped), "
           f"{len(queries)} copy queries, {len(negatives)} negative queries; features {engine.snapshot.features} ({mode})")
     ours = evaluate_engine(engine, queries, negatives)
@@ -76,6 +81,8 @@ def parse_args():
     parser.add_argument("--work", default="bench/out/quality")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--no-bundled-shape", action="store_true",
+                        help="leave out the bundled EfficientNet-Lite0 (colour and local features only)")
     return parser.parse_args()
 
 

@@ -131,6 +131,7 @@ class Engine:
             "networks_loading": self.warm_up is not None and not self.warm_up.done(),
             "collection_problem": self.collection_problem,
             "device": self.device,
+            "shape_network": getattr(self.extractors.get("resnet"), "description", None),
         }
 
     @property

@@ -82,6 +82,12 @@ def load_extractors(
     runs_on = resolve_device(device) if any(found.values()) or device == "cuda" else "cpu"
     for name, (spec, factory) in NETWORKS.items():
         path = found[name]
+        if path is None and name == "resnet":
+            shape, reason = _bundled_shape_network(batch_size, runs_on)
+            if shape is not None:
+                extractors[name] = shape
+                continue
+            log.warning("The bundled shape network is off too: %s", reason)
         if path is None:
             missing[name] = (
                 f"{spec.description}: weights not found ({models_dir.name}/{spec.filename}); "
@@ -99,6 +105,20 @@ def load_extractors(
     if regions:
         extractors["regions"] = region_boxes.RegionProposals()
     return extractors, missing
+
+
+def _bundled_shape_network(batch_size: int, device: str) -> tuple[Extractor | None, str]:
+    """EfficientNet-Lite0 from its pip package, standing in for ResNet50 (features/efficientnet.py);
+    None and the reason when the package is missing or its file is not the recorded one."""
+    from features import efficientnet
+
+    path = efficientnet.weights_file()
+    if path is None or not path.is_file():
+        return None, f"the {efficientnet.PACKAGE} package is not installed"
+    digest = file_sha256(path)
+    if digest != efficientnet.SHA256:
+        return None, f"{path}: SHA-256 {digest[:12]}... is not the recorded one; the file is refused"
+    return efficientnet.EfficientNetLite0Extractor(path, digest, batch_size=batch_size, device=device), ""
 
 
 # Real designs on which a lower precision must keep each network's features

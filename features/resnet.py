@@ -27,6 +27,7 @@ WEIGHTS = WeightsSpec(
 
 class ResnetExtractor(NetworkExtractor):
     name = "resnet"
+    description = WEIGHTS.description
     dim = 2048
     architecture = "resnet50"
     mean, std = MEAN, STD

@@ -27,7 +27,8 @@ def test_index_json_summary(indexed):
     assert indexed["indexed"] == 12 and indexed["unchanged"] == 0 and indexed["removed"] == 0
     assert indexed["skipped"] == [{"path": "broken.jpg", "reason": indexed["skipped"][0]["reason"]}]
     assert "not an image" in indexed["skipped"][0]["reason"]
-    assert indexed["features"] == ["hsv", "orb", "orb_mirror", "regions", "thumbprint"] and indexed["seconds"] >= 0  # no weights
+    # No weights downloaded: the bundled EfficientNet-Lite0 provides the shape feature.
+    assert indexed["features"] == ["hsv", "orb", "orb_mirror", "regions", "resnet", "thumbprint"] and indexed["seconds"] >= 0
 
 
 def test_search_json_one_line_per_query(cfg, collection, indexed, tmp_path):

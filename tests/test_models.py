@@ -74,10 +74,14 @@ def test_a_started_web_app_loads_the_networks_before_the_first_search(with_weigh
     assert all(engine.extractors[n].loaded for n in ("clip", "resnet"))
 
 
-def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg, collection, models_folder, caplog):
+def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg, collection, caplog, monkeypatch):
+    from features import efficientnet
+
+    monkeypatch.setattr(efficientnet, "weights_file", lambda: None)  # not even the bundled shape network
     caplog.set_level(logging.WARNING)
     engine = Engine(cfg)  # empty models folder
     assert set(engine.missing) == {"clip", "resnet"}
+    assert "package is not installed" in caplog.text
     assert "FEATURE OFF" in caplog.text
     engine.reindex()
     assert engine.snapshot.features == ("hsv",)
@@ -126,3 +130,54 @@ def test_a_forged_hash_memo_cannot_make_a_code_carrying_archive_official(cfg):
     extractor = ClipExtractor(archive, file_sha256(archive, memo))
     with pytest.raises(ValueError, match="TorchScript archive with an unofficial hash refused"):
         extractor.embed([make_design(1).convert("RGB")])
+
+
+def test_without_resnet_weights_the_bundled_network_provides_shape(cfg, collection, weight_files):
+    engine = Engine(cfg)  # no weights downloaded
+    assert set(engine.missing) == {"clip"}
+    assert "EfficientNet-Lite0" in engine.status()["shape_network"]
+    first = engine.reindex()
+    assert "resnet" in engine.snapshot.features and first.indexed == 12
+    rows = engine.snapshot.data.vectors["resnet"]
+    assert rows.shape == (12, 1280) and unit_rows(rows)
+    copy = engine.search_bytes((cfg.images / "design_04.png").read_bytes(), 2)
+    assert copy[0].path == "design_04.png" and copy[0].scores["resnet"] > 0.99
+    # ResNet50's weights arrive: only the shape feature is extracted again, never mixed.
+    models.import_file(cfg.models_dir, weight_files["resnet"])
+    again = engine.reindex()
+    assert again.extracted == 12 and engine.snapshot.data.vectors["resnet"].shape == (12, 2048)
+    assert "ResNet50" in engine.status()["shape_network"]
+
+
+def test_a_tampered_bundled_file_is_refused_and_the_feature_is_off(cfg, tmp_path, monkeypatch, caplog):
+    from features import efficientnet
+
+    tampered = tmp_path / "efficientnet-lite0.pth"
+    data = bytearray(efficientnet.weights_file().read_bytes())
+    data[-1] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(efficientnet, "weights_file", lambda: tampered)
+    caplog.set_level(logging.WARNING)
+    extractors, missing = models.load_extractors(cfg.models_dir)
+    assert "resnet" not in extractors and "resnet" in missing
+    assert "is not the recorded one" in caplog.text
+
+
+def test_the_bundled_network_is_loaded_strictly():
+    from features import efficientnet
+
+    source = torch.load(efficientnet.weights_file(), map_location="cpu", weights_only=True)
+    import timm
+
+    target = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0).state_dict()
+    assert len(efficientnet.map_state(source, target)) == len([k for k in target if "num_batches" not in k])
+    order = list(source)
+    i = order.index("_blocks.3._expand_conv.weight")
+    order[i], order[i + 1] = order[i + 1], order[i]  # two tensors out of place
+    with pytest.raises(efficientnet.WeightsRefused):
+        efficientnet.map_state({k: source[k] for k in order}, target)
+    # A changed package or preprocessing moves the bundled design's vector: refused.
+    moved = efficientnet.EfficientNetLite0Extractor(efficientnet.weights_file(), efficientnet.SHA256)
+    moved.mean = moved.mean * 0 + 0.5
+    with pytest.raises(efficientnet.WeightsRefused, match="vector moved"):
+        moved.embed([make_design(1).convert("RGB")])

@@ -126,7 +126,8 @@ def page_assets(html: str) -> list[str]:
 def test_serve_indexes_at_start_and_every_url_the_pages_use_answers(served):
     base, root, _, process = served
     health = wait_for_start_up_index(base, served.designs, process)
-    assert health["status"] == "degraded" and set(health["features_off"]) == {"clip", "resnet"}
+    assert health["status"] == "degraded" and set(health["features_off"]) == {"clip"}
+    assert "EfficientNet-Lite0" in health["shape_network"]  # the learned shape feature every install has
     assert (root / "cache" / "index.npz").is_file()  # the relative default, under the working directory
     assert not (root / "web" / "cache").exists()
 
@@ -203,12 +204,12 @@ def test_every_picture_on_the_search_and_duplicates_pages_renders(served, page):
     page.click("button[type=submit]")
     expect(page.locator("body[data-ready=true]")).to_be_attached()
     expect(page.locator("#w-clip")).to_be_disabled()  # no CLIP weights: its control says so
+    expect(page.locator("#w-resnet")).to_be_enabled()  # shape comes from the bundled network
     query = sorted((root / "static" / "images").glob("*.png"))[2]
     page.set_input_files("#file", str(query))
     expect(page.locator("#results .card").first).to_have_attribute("data-path", query.name)
     every_picture_rendered(page, "#results")
-    first = page.locator("#results .card").first
-    expect(first.locator(".why", has_text="colour and local features only")).to_be_visible()
+    expect(page.locator("#results .card").first.locator(".feature meter")).to_have_count(2)  # shape + colour
     page.screenshot(path=str(ARTIFACTS / "readme-way-search.png"), full_page=True)
     page.goto(base + "/duplicates/view")
     every_picture_rendered(page, "#groups")

@@ -190,7 +190,7 @@ def test_health_reports_features_switched_off(cfg, collection):
     store_password(cfg.cache, PASSWORD)
     app = create_app(cfg)  # no weights in this cache
     body = app.test_client().get("/health", headers=basic()).get_json()
-    assert body["status"] == "degraded" and set(body["features_off"]) == {"clip", "resnet"}
+    assert body["status"] == "degraded" and set(body["features_off"]) == {"clip"}  # shape: the bundled network
     client = app.test_client()
     login(client)
     assert "Some features are switched off" in client.get("/").get_data(as_text=True)
