@@ -207,6 +207,11 @@ def cmd_models_status(config: Config, args: argparse.Namespace) -> int:
             else:
                 state = "MISSING"
             print(f"{row['name']:7s} {state:45s} {row['path']}\n        {row['description']}")
+        if not next(row for row in rows if row["name"] == "resnet")["present"]:
+            from features import efficientnet
+
+            bundled = efficientnet.weights_file()
+            print(f"shape   {'from ' + efficientnet.DESCRIPTION + ': ' + str(bundled) if bundled else 'off: no weights'}")
     return 0
 
 

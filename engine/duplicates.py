@@ -164,7 +164,7 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
                 check = replace(check, inliers=0, transform=None, twin=0.0)
             first, second = data.entries[i], data.entries[j]
             label = verdict(cosines, score, check, first.sha256 == second.sha256,
-                            (first.width, first.height) == (second.width, second.height))
+                            (first.width, first.height) == (second.width, second.height), snapshot.score_networks)
             confirmed_by_points = verified(check)
             if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
                 # Too few points alone, but the aligned drawings coincide: two kinds of evidence.

@@ -165,7 +165,8 @@ def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, qu
         active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores,
-            verdict=verdict(active, score, check, entry.sha256 == query_sha256, query_size == size),
+            verdict=verdict(active, score, check, entry.sha256 == query_sha256, query_size == size,
+                            snapshot.score_networks),
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
             inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
         ))

@@ -15,6 +15,7 @@ import numpy as np
 from engine.localindex import LocalIndex
 from engine.regions import EMBEDDED_WITH
 from engine.store import IndexData
+from engine.verdict import NETWORK_FEATURES, UNCALIBRATED_SCORES
 from features import thumbprint
 from features.fusion import fuse, normalize_weights
 
@@ -38,6 +39,14 @@ class Snapshot:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @cached_property
+    def score_networks(self) -> frozenset[str]:
+        """The network features whose fused score may call a pair a copy without local
+        evidence (engine/verdict.py): not the bundled EfficientNet-Lite0, on which a fused
+        score of 0.90 called 8% of clean negatives copies (bench/quality.py)."""
+        return frozenset(name for name in NETWORK_FEATURES & set(self.features)
+                         if not self.data.fingerprints.get(name, "").startswith(UNCALIBRATED_SCORES))
 
     def region_boxes_of(self, row: int) -> list[tuple]:
         """Boxes (analysis pixels) of the regions found inside image `row`."""

@@ -22,6 +22,8 @@ EXACT_COSINE = 0.985
 EXACT_INLIERS = 60
 EXACT_TWIN = 0.99  # thumbprint correlation, for pictures too small for that many points
 NETWORK_FEATURES = {"clip", "resnet"}
+# Fingerprint prefixes of networks whose fused score is not trusted to make a copy alone.
+UNCALIBRATED_SCORES = ("efficientnet_lite0",)
 # An edited copy: this many geometrically consistent local matches, making up
 # at least this share of the correspondences found (chance agreements among
 # repeated corners are a small share of many) ...
@@ -34,7 +36,7 @@ SUPPORT_INLIERS = 20
 
 
 def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False,
-            same_size: bool = False) -> str:
+            same_size: bool = False, score_networks: frozenset[str] | None = None) -> str:
     """Verdict from per-feature cosines, the fused score and the geometric check.
 
     `exact` means the same picture: identical bytes, or a picture of the same size
@@ -42,12 +44,13 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
     re-save, a JPEG re-encode).  Rotated, cropped, mirrored, re-canvassed,
     recoloured or resized copies are `duplicate`.  Colour alone never makes a
     copy: unrelated line art shares a palette.  A score-based verdict needs a
-    network feature; otherwise only identical bytes or a geometric verification count.
+    network feature whose fused score is trusted to make one (`score_networks`, by
+    default any); otherwise only identical bytes or a geometric verification count.
     """
     if same_bytes:
         return EXACT
     close = bool(scores) and min(scores.values()) >= EXACT_COSINE
-    networks = bool(NETWORK_FEATURES & set(scores))
+    networks = bool((NETWORK_FEATURES if score_networks is None else score_networks) & set(scores))
     if close and same_size and not check.mirrored and _in_place(check):
         if verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
             return EXACT

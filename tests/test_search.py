@@ -69,3 +69,19 @@ def test_exact_means_the_same_picture_and_an_edited_copy_is_a_duplicate(cfg, col
     assert found[0].path == "design_04.png" and found[0].verdict == "duplicate"
     smaller = engine.search_bytes(encode(design.resize((300, 300))), top_k=1)[0]
     assert smaller.path == "design_04.png" and smaller.verdict == "duplicate"
+
+
+def test_a_fused_score_alone_makes_a_copy_only_for_a_network_trusted_with_it():
+    from engine.verdict import verdict
+    from engine.verify import NONE
+
+    scores = {"resnet": 0.95, "hsv": 0.97}
+    assert verdict(scores, 0.96, NONE) == "duplicate"
+    # The bundled EfficientNet-Lite0: its 0.96 is a lookalike as often as a copy.
+    assert verdict(scores, 0.96, NONE, score_networks=frozenset()) == "similar"
+
+
+def test_the_bundled_shape_network_is_not_trusted_with_score_only_copies(cfg, collection):
+    engine = Engine(cfg)  # no downloaded weights: EfficientNet-Lite0 provides shape
+    engine.reindex()
+    assert "resnet" in engine.snapshot.features and engine.snapshot.score_networks == frozenset()
