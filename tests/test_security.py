@@ -229,3 +229,13 @@ def test_health_names_no_absolute_path(cfg, collection):
     store_password(cfg.cache, PASSWORD)
     body = create_app(cfg).test_client().get("/health", headers=basic()).get_data(as_text=True)
     assert str(cfg.cache) not in body and str(cfg.images) not in body
+
+
+def test_a_logged_in_browser_can_log_in_again_on_the_login_page(client):
+    import re
+
+    login(client)
+    page = client.get("/login").get_data(as_text=True)
+    form = page[page.index('<form class="login"'):]  # the header's logout form has the session's token
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    assert client.post("/login", data={"password": PASSWORD, "csrf_token": token}).status_code == 302

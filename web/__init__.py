@@ -46,6 +46,7 @@ def create_app(config: Config, engine=None) -> Flask:
     app.after_request(auth.set_login_nonce)
     app.after_request(_security_headers)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
+    app.jinja_env.globals["login_form_token"] = auth.login_form_token
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -116,9 +116,13 @@ def _equal(sent: str, expected: str) -> bool:
 
 def csrf_token() -> str:
     """The token forms and scripts send back: the session's own once logged in; before
-    that, one bound to a random cookie of this browser (no session is stored for it)."""
-    if session.get("user"):
-        return session["csrf"]
+    that, the login form's."""
+    return session["csrf"] if session.get("user") else login_form_token()
+
+
+def login_form_token() -> str:
+    """The login form's token, bound to a random cookie of this browser (no session is
+    stored before a login, so the cookie carries what the token is checked against)."""
     if "login_nonce" not in g:
         g.login_nonce = request.cookies.get(LOGIN_NONCE_COOKIE) or secrets.token_urlsafe(32)
     return _login_token(g.login_nonce)
