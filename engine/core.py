@@ -97,7 +97,7 @@ class Engine:
         self.serving = False  # set by the web app: it keeps the duplicate report warm
         self.warm_up: Future | None = None  # the networks loading ahead of the first search
         self.collection_problem: str | None = None  # why the last re-scan could not read the images folder
-        self._stop_watching = threading.Event()
+        self._stop_watching = threading.Event()  # the re-scan timer waits on it; nothing sets it yet
         # What searches read is built on first use: `image.py index` never searches, and the
         # local-feature index of 8,121 designs takes seconds to build.
         self._data = store.load_or_empty(config.index_file)
@@ -312,9 +312,6 @@ class Engine:
                     return
 
         threading.Thread(target=watch, name="rescan", daemon=True).start()
-
-    def stop_watching(self) -> None:
-        self._stop_watching.set()
 
     def wait_for_reindex(self, timeout: float | None = None) -> bool:
         """Block until no background reindex is running; False if `timeout` passed first."""
