@@ -73,13 +73,13 @@ def load_extractors(
     """Every extractor whose weights are present, plus a reason for each one switched off.
 
     With `regions`, the separate designs inside sheets also get entries of their own.
-    `device` ('auto', 'cpu', 'cuda') is resolved only when a network's weights are
-    present; raises DeviceUnavailable for 'cuda' without a GPU.
+    `device` is 'auto', 'cpu' or 'cuda' (features/device.py: 'auto' imports torch only
+    where an NVIDIA driver is present); raises DeviceUnavailable for 'cuda' without a GPU.
     """
     extractors: dict[str, Extractor] = {}
     missing: dict[str, str] = {}
     found = {name: find_weights(models_dir, spec) for name, (spec, _) in NETWORKS.items()}
-    runs_on = resolve_device(device) if any(found.values()) or device == "cuda" else "cpu"
+    runs_on = resolve_device(device)  # the bundled shape network runs even without any download
     for name, (spec, factory) in NETWORKS.items():
         path = found[name]
         if path is None and name == "resnet":
