@@ -260,3 +260,16 @@ def test_secret_key_is_generated_once_and_private(app, cfg):
     key_file = cfg.cache / "secret_key"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert create_app(cfg, engine=app.extensions["engine"]).config["SECRET_KEY"] == key_file.read_text().strip()
+
+
+def test_a_control_is_disabled_only_for_a_feature_that_is_off(cfg, collection):
+    """Right after a first start nothing is indexed yet; the shape control must still be live
+    when a shape network is there (the bundled one, with no downloads)."""
+    store_password(cfg.cache, PASSWORD)
+    app = create_app(cfg)
+    client = app.test_client()
+    login(client)
+    page = client.get("/").get_data(as_text=True)
+    controls = {name: re.search(rf'<input type="range" id="w-{name}"[^>]*>', page).group(0) for name in ("clip", "resnet")}
+    assert "disabled" in controls["clip"] and "disabled" not in controls["resnet"]
+    assert 'id="w-clip-off"' in page and 'id="w-resnet-off"' not in page

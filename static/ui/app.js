@@ -54,9 +54,9 @@ function boxStyle(r) {
 }
 
 function render(results) {
-  // Without the networks, a high colour cosine says little (line art on white is all alike).
-  const colourOnly = !document.body.dataset.features.split(",").some((f) => f === "clip" || f === "resnet");
   const cards = results.map((r, i) => {
+    // Without the networks, a high colour cosine says little (line art on white is all alike).
+    const colourOnly = r.scores.clip == null && r.scores.resnet == null;
     const card = document.createElement("article");
     card.className = `card ${r.verdict}`;
     card.dataset.path = r.path;
