@@ -4,12 +4,14 @@ It knows nothing about HTTP; the web layer and the command line both call it.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -20,7 +22,7 @@ from PIL import Image
 from engine import models, store
 from engine.config import Config
 from engine.decode import Decoded, UnreadableImage, decode
-from engine.indexer import CollectionUnavailable, Indexer, IndexReport
+from engine.indexer import CollectionUnavailable, Indexer, IndexingStopped, IndexReport
 from engine.regions import RegionProposals
 from engine.search import SearchResult, search
 from engine.snapshot import Snapshot, build_snapshot, fused_features
@@ -30,6 +32,13 @@ from features import FEATURE_NAMES
 from features.base import Extractor
 
 log = logging.getLogger(__name__)
+_LIVE: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_engines() -> None:
+    for engine in list(_LIVE):
+        engine.close(timeout=30)
 
 
 class ReindexRunning(RuntimeError):
@@ -97,7 +106,11 @@ class Engine:
         self.serving = False  # set by the web app: it keeps the duplicate report warm
         self.warm_up: Future | None = None  # the networks loading ahead of the first search
         self.collection_problem: str | None = None  # why the last re-scan could not read the images folder
-        self._stop_watching = threading.Event()  # the re-scan timer waits on it; nothing sets it yet
+        # Set by close(): the re-scan timer stops, a running reindex stops after its batch.
+        self._closing = threading.Event()
+        self._closing_lock = threading.Lock()  # no reindex is started once closing is set
+        self._helpers: list[threading.Thread] = []  # background duplicate reports
+        _LIVE.add(self)
         # What searches read is built on first use: `image.py index` never searches, and the
         # local-feature index of 8,121 designs takes seconds to build.
         self._data = store.load_or_empty(config.index_file)
@@ -241,7 +254,9 @@ class Engine:
 
     def warm_duplicates(self) -> None:
         """Compute the duplicate report in the background, so the page opens at once."""
-        threading.Thread(target=lambda: self._pairs_for(self.snapshot), name="duplicates", daemon=True).start()
+        thread = threading.Thread(target=lambda: self._pairs_for(self.snapshot), name="duplicates", daemon=True)
+        self._helpers = [t for t in self._helpers if t.is_alive()] + [thread]
+        thread.start()
 
     def _pairs_for(self, snap: Snapshot) -> list:
         from engine.duplicates import FLOOR_SCORE, find_pairs
@@ -276,8 +291,11 @@ class Engine:
 
     def start_reindex(self) -> None:
         """Begin a background reindex; searches keep using the current snapshot meanwhile."""
-        if not self._reindex_lock.acquire(blocking=False):
-            raise ReindexRunning("a reindex is already running")
+        with self._closing_lock:
+            if self._closing.is_set():
+                return
+            if not self._reindex_lock.acquire(blocking=False):
+                raise ReindexRunning("a reindex is already running")
         self._reindex_idle.clear()
         self.progress = ReindexProgress(running=True, started_at=time.time())
         thread = threading.Thread(target=self._background, name="reindex", daemon=True)
@@ -286,6 +304,8 @@ class Engine:
     def _background(self) -> None:
         try:
             self._reindex()
+        except IndexingStopped:
+            log.info("Reindex stopped at shutdown; its checkpoint is kept")
         except CollectionUnavailable as exc:  # reported on the page and in /health; the old snapshot stays
             log.warning("Re-scan skipped: %s", exc)
             self.collection_problem = self.progress.error = str(exc)
@@ -308,10 +328,26 @@ class Engine:
                     self.start_reindex()
                 except ReindexRunning:
                     pass  # someone else's run picks the changes up
-                if every_minutes <= 0 or self._stop_watching.wait(every_minutes * 60):
+                if every_minutes <= 0 or self._closing.wait(every_minutes * 60):
                     return
 
         threading.Thread(target=watch, name="rescan", daemon=True).start()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the background work before the process ends: the re-scan timer, a running
+        reindex (after its current batch; its checkpoint is kept), the duplicate report and
+        the network load.  Native code (torch, FAISS) still running in a daemon thread when
+        the interpreter exits aborts the process ("terminate called without an active
+        exception"), which turns a clean exit into a crash."""
+        with self._closing_lock:
+            self._closing.set()
+        self.wait_for_reindex(timeout)
+        for thread in self._helpers:
+            thread.join(timeout)
+        if self.warm_up is not None:
+            wait([self.warm_up], timeout)
+        self._inference.shutdown(wait=True, cancel_futures=True)
+        self._decoder.shutdown(wait=True, cancel_futures=True)
 
     def wait_for_reindex(self, timeout: float | None = None) -> bool:
         """Block until no background reindex is running; False if `timeout` passed first."""
@@ -325,7 +361,7 @@ class Engine:
         # checkpoint with more in it, and this run resumes from there.
         previous = store.load_or_empty(self.config.index_file)
         # No model lock here: inference is thread-safe, and searches must keep answering.
-        data, report = Indexer(self.config, self.extractors).run(previous, self._on_progress)
+        data, report = Indexer(self.config, self.extractors, stop=self._closing.is_set).run(previous, self._on_progress)
         self.collection_problem = None
         with self._snapshot_lock:
             current = self._built

@@ -66,6 +66,10 @@ class IndexReport:
         }
 
 
+class IndexingStopped(Exception):
+    """The run was asked to stop; what was extracted is in the checkpoint."""
+
+
 class StillBeingWritten(OSError):
     """The file changed between the scan and the read; it is taken at the next scan."""
 
@@ -107,8 +111,11 @@ def _hash_file(root):
 
 
 class Indexer:
-    def __init__(self, config: Config, extractors: Mapping[str, Extractor]) -> None:
+    def __init__(self, config: Config, extractors: Mapping[str, Extractor],
+                 stop: Callable[[], bool] = lambda: False) -> None:
+        """`stop`: asked after every batch; True ends the run (IndexingStopped) at a checkpoint."""
         self.config = config
+        self.stop = stop
         self.extractors = dict(extractors)
         self.fingerprints = {name: ex.fingerprint() for name, ex in self.extractors.items()}
         self.checkpoint_every = config.checkpoint_every
@@ -149,6 +156,8 @@ class Indexer:
                     batch = []
                     if progress:
                         progress(done, len(work), prepared.file.path)
+                    if self.stop():
+                        raise IndexingStopped("the engine is closing")
                     if state.fresh_since_checkpoint >= self.checkpoint_every:
                         self._checkpoint(state)
             done += self._finish(batch, state, report)

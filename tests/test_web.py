@@ -2,6 +2,7 @@
 import base64
 import io
 import re
+import shutil
 import threading
 
 import numpy as np
@@ -273,3 +274,30 @@ def test_a_control_is_disabled_only_for_a_feature_that_is_off(cfg, collection):
     controls = {name: re.search(rf'<input type="range" id="w-{name}"[^>]*>', page).group(0) for name in ("clip", "resnet")}
     assert "disabled" in controls["clip"] and "disabled" not in controls["resnet"]
     assert 'id="w-clip-off"' in page and 'id="w-resnet-off"' not in page
+
+
+def test_a_started_app_exits_cleanly_while_its_background_work_runs(tmp_path):
+    """The app starts indexing, loading networks and computing the duplicate report in
+    background threads; a process that ends meanwhile must exit 0, not abort."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = tmp_path / "start_and_exit.py"
+    script.write_text(f"""
+import shutil, sys
+from pathlib import Path
+sys.path.insert(0, {str(ROOT)!r})
+from engine.config import Config
+from web import create_app
+from web.passwords import store_password
+shutil.copytree({str(ROOT / "static" / "images")!r}, {str(tmp_path / "images")!r})
+config = Config(images=Path({str(tmp_path / "images")!r}), cache=Path({str(tmp_path / "cache")!r}))
+store_password(config.cache, "a long enough password")
+create_app(config).test_client().get("/login")
+""")
+    for _ in range(3):
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        shutil.rmtree(tmp_path / "images")
