@@ -66,9 +66,9 @@ def open_image(data: bytes) -> Image.Image:
 def image_mimetype(path) -> str | None:
     """The MIME type of the format the file's own header declares, None if not an image."""
     try:
-        with Image.open(path) as image:
+        with open(path, "rb") as stream, open_image(stream.read(64 * 1024)) as image:
             return Image.MIME.get(image.format)
-    except Exception:  # Pillow raises many types for "not an image"
+    except (OSError, UnreadableImage):
         return None
 
 

@@ -167,12 +167,5 @@ async function watchNetworks() {
 showTime(parseFloat($("status-last").dataset.ts));
 if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
-// A preview that fails to load (removed from the cache, say) falls back to the image itself.
-document.addEventListener("error", (ev) => {
-  const img = ev.target;
-  if (img.tagName === "IMG" && img.dataset.full && img.src !== new URL(img.dataset.full, location.href).href) {
-    img.src = img.dataset.full;
-  }
-}, true);
 // Handlers are wired: lets a waiting script (the browser tests) know the page is live.
 document.body.dataset.ready = "true";

@@ -49,10 +49,3 @@ $("threshold").addEventListener("input", () => {
   timer = setTimeout(load, 400);
 });
 load();
-// A preview that fails to load falls back to the image itself.
-document.addEventListener("error", (ev) => {
-  const img = ev.target;
-  if (img.tagName === "IMG" && img.dataset.full && img.src !== new URL(img.dataset.full, location.href).href) {
-    img.src = img.dataset.full;
-  }
-}, true);
