@@ -125,7 +125,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_index(config: Config, args: argparse.Namespace) -> int:
-    from engine.core import Engine
+    from engine import Engine
 
     if not config.images.is_dir():
         print(f"error: images folder {config.images} does not exist", file=sys.stderr)
@@ -145,8 +145,8 @@ def cmd_index(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_search(config: Config, args: argparse.Namespace) -> int:
-    from engine.core import Engine, TextSearchUnavailable
-    from engine.decode import UnreadableImage
+    from engine import Engine, TextSearchUnavailable
+    from engine.images.decode import UnreadableImage
 
     if not args.queries and not args.text:
         print("error: give query images and/or --text", file=sys.stderr)
@@ -175,8 +175,8 @@ def cmd_search(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
-    from engine.core import Engine
-    from engine.duplicates import to_csv
+    from engine import Engine
+    from engine.match.duplicates import to_csv
 
     groups = Engine(config).duplicates(args.threshold)
     if args.json:
@@ -219,7 +219,7 @@ def cmd_models_fetch(config: Config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine import models
-    from engine.fetch import FetchFailed, ModelsFolderUnwritable
+    from engine.models.download import FetchFailed, ModelsFolderUnwritable
 
     def progress(what: str, total: int | None, initial: int):
         bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
@@ -297,7 +297,7 @@ class _progress_bar:
                     self.bar = tqdm(total=total, unit="img", desc="indexing", file=sys.stderr)
                 self.bar.update(done - self.bar.n)
 
-            self.engine.progress_listener = update
+            self.engine.on_progress(update)
         return self
 
     def __exit__(self, *exc) -> None:

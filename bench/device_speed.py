@@ -50,9 +50,9 @@ def measure(device: str, designs: list[Path], models_dir: Path, work: Path) -> d
 
     from engine import models
     from engine.config import Config
-    from engine.decode import decode
-    from engine.indexer import Indexer
-    from engine.store import IndexData
+    from engine.images.decode import decode
+    from engine.index.pipeline import Indexer
+    from engine.index.store import IndexData
     from features.base import INPUT_SIDE, letterbox
     from features.device import describe
 

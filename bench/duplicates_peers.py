@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.edits import EDITS, apply, designs as openclipart, signature, twins_of  # noqa: E402
 from engine.config import Config  # noqa: E402
-from engine.core import Engine  # noqa: E402
+from engine import Engine  # noqa: E402
 
 
 

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.duplicates import find_groups  # noqa: E402
-from engine.snapshot import build_snapshot  # noqa: E402
-from engine.store import Entry, IndexData  # noqa: E402
+from engine.match.duplicates import find_groups  # noqa: E402
+from engine.index.snapshot import build_snapshot  # noqa: E402
+from engine.index.store import Entry, IndexData  # noqa: E402
 from features import DEFAULT_WEIGHTS, l2_normalize, thumbprint  # noqa: E402
 
 DIMS = {"clip": 512, "resnet": 2048, "hsv": 256}

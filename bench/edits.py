@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from engine.decode import decode
+from engine.images.decode import decode
 
 
 # Enormous designs only slow a benchmark's setup; they are left out of the samples.

@@ -214,7 +214,7 @@ def run_naive(folder: Path, models_dir: Path) -> tuple[float, float]:
 def run_pipeline(folder: Path, cache: Path, models_dir: Path, batch_size: int) -> tuple[float, float, int]:
     """Seconds, peak RSS and how many regions the indexer cut out of sheets."""
     from engine.config import Config
-    from engine.core import Engine
+    from engine import Engine
 
     engine = Engine(Config(images=folder, cache=cache, models=models_dir, batch_size=batch_size))
     engine.warm_networks().result()  # loading the networks is not indexing
@@ -247,9 +247,9 @@ def run_networks(models_dir: Path, batch_size: int) -> dict[str, float]:
 def run_workers(folder: Path, cache: Path, models_dir: Path) -> float:
     """CPU seconds per image of the indexer's worker stage alone (everything but the networks)."""
     from engine.config import Config
-    from engine.core import Engine
-    from engine.indexer import Indexer
-    from engine.scan import scan
+    from engine import Engine
+    from engine.index.pipeline import Indexer
+    from engine.images.scan import scan
 
     engine = Engine(Config(images=folder, cache=cache, models=models_dir))
     indexer = Indexer(engine.config, engine.extractors)

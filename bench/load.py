@@ -91,7 +91,7 @@ def start_server(images: Path, cache: Path, models: Path | None = None, backgrou
     import waitress
 
     from engine.config import Config
-    from engine.core import Engine
+    from engine import Engine
     from web import create_app
     from web.passwords import store_password
 

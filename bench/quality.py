@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.edits import EDITS, apply, flatten, designs as openclipart, signature, twins_of  # noqa: E402
 from engine.config import Config  # noqa: E402
-from engine.core import Engine  # noqa: E402
-from engine.search import search  # noqa: E402
-from engine.verdict import DUPLICATE, EXACT, verified  # noqa: E402
-from engine.verify import Points, verify_all  # noqa: E402
+from engine import Engine  # noqa: E402
+from engine.match.search import search  # noqa: E402
+from engine.match.verdict import DUPLICATE, EXACT, verified  # noqa: E402
+from engine.match.verify import Points, verify_all  # noqa: E402
 from features import FEATURE_NAMES  # noqa: E402
 
 # Verified points between two unedited designs that make them the same design.

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.edits import designs as openclipart, flatten, signature, twins_of  # noqa: E402
 from engine.config import Config  # noqa: E402
-from engine.core import Engine  # noqa: E402
-from engine.decode import decode  # noqa: E402
-from engine.regions import propose  # noqa: E402
+from engine import Engine  # noqa: E402
+from engine.images.decode import decode  # noqa: E402
+from features.regions import propose  # noqa: E402
 
 CELL = 400
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from features.fusion import DEFAULT_WEIGHTS
+from features import DEFAULT_WEIGHTS
 
 ENV_PREFIX = "LOOKALIKE_"
 

@@ -43,6 +43,7 @@ WEIGHTS = WeightsSpec(
     ),
     description="CLIP ViT-B/32 (OpenAI, QuickGELU), 512-d",
     suffixes=(".safetensors", ".bin", ".pt", ".pth"),
+    tensor_prefixes=("visual.", "transformer.", "token_embedding"),
 )
 
 

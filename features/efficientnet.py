@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.base import NetworkExtractor
+from features.base import Extractor, NetworkExtractor
+from features.weights import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,9 @@ class EfficientNetLite0Extractor(NetworkExtractor):
     def _check_known_answer(self, model) -> None:
         import torch
 
-        from engine.models import precision_sample
         from features.base import to_batch
 
-        designs = precision_sample()
+        designs = list(self._sample()) if self._sample else []
         if not designs or not KNOWN_ANSWER.is_file():
             return  # nothing to compare with (a collection without the bundled designs)
         with torch.inference_mode():
@@ -96,6 +96,19 @@ class EfficientNetLite0Extractor(NetworkExtractor):
         if cosine < KNOWN_ANSWER_COSINE:
             raise WeightsRefused(f"the bundled design's vector moved (cosine {cosine:.4f} to the recorded one): "
                                  "the package or the preprocessing changed")
+
+
+def bundled(batch_size: int, device: str, sample) -> tuple[Extractor | None, str]:
+    """This network from its pip package, standing in for ResNet50; None and the reason
+    when the package is missing or its file is not the recorded one.  `sample`: the
+    bundled designs, the first of which must give the recorded vector."""
+    path = weights_file()
+    if path is None or not path.is_file():
+        return None, f"the {PACKAGE} package is not installed"
+    digest = file_sha256(path)
+    if digest != SHA256:
+        return None, f"{path}: SHA-256 {digest[:12]}... is not the recorded one; the file is refused"
+    return EfficientNetLite0Extractor(path, digest, batch_size=batch_size, device=device, sample=sample), ""
 
 
 def map_state(source: dict, target: dict) -> dict:

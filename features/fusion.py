@@ -13,9 +13,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-# Semantic content counts most, shape next, colour least: colour alone
-# confuses different designs that share a palette.
-DEFAULT_WEIGHTS = {"clip": 0.5, "resnet": 0.3, "hsv": 0.2}
 
 
 def normalize_weights(weights: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:

@@ -41,9 +41,14 @@ class HsvHistogram:
 def histogram(rgb: np.ndarray) -> np.ndarray:
     """The 256-bin Hellinger-normalised colour histogram of an RGB array."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    background = (hsv[..., 1] < WHITE_SATURATION) & (hsv[..., 2] > WHITE_VALUE)
+    page = background(hsv)
     mask = None
-    if (~background).mean() >= MIN_FOREGROUND:
-        mask = (~background).astype(np.uint8)
+    if (~page).mean() >= MIN_FOREGROUND:
+        mask = (~page).astype(np.uint8)
     hist = cv2.calcHist([hsv], [0, 1, 2], mask, list(BINS), [0, 180, 0, 256, 0, 256])
     return np.sqrt(hist.ravel() / max(float(hist.sum()), 1.0))
+
+
+def background(hsv: np.ndarray) -> np.ndarray:
+    """Where an HSV picture is near-white page rather than design."""
+    return (hsv[..., 1] < WHITE_SATURATION) & (hsv[..., 2] > WHITE_VALUE)

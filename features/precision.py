@@ -38,6 +38,8 @@ from typing import Callable
 
 import numpy as np
 
+from features.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 FP32, INT8, FP16 = "fp32", "int8", "fp16"
@@ -153,10 +155,8 @@ def remember(memo: Path, key: str, choice: Choice) -> None:
     except (OSError, ValueError):
         known = {}
     known[key] = asdict(choice)
-    partial = memo.with_name(memo.name + ".part")
     try:
-        partial.write_text(json.dumps(known, indent=1, sort_keys=True))
-        os.replace(partial, memo)
+        atomic_write(memo, json.dumps(known, indent=1, sort_keys=True))
     except OSError as exc:  # a read-only models folder: the choice is measured again next start
         log.warning("could not remember the precision choice in %s: %s", memo, exc)
 

@@ -22,6 +22,7 @@ WEIGHTS = WeightsSpec(
                            sha256="11ad3fa6"),),
     description="ResNet50 ImageNet IMAGENET1K_V2, 2048-d pooled",
     suffixes=(".pth", ".pt", ".bin"),
+    tensor_prefixes=("layer4.", "conv1.", "fc."),
 )
 
 

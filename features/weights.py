@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from features.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class WeightsSpec:
     sources: tuple[WeightsSource, ...]
     description: str
     suffixes: tuple[str, ...]
+    # Tensor-name beginnings that mark a state dict as this network's (an unofficial file).
+    tensor_prefixes: tuple[str, ...] = ()
 
     def is_official(self, digest: str) -> bool:
         """Whether the bytes are those of a release pinned by one of the sources."""
@@ -66,9 +69,7 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
             digest.update(block)
     if cache_file:
         known[key] = digest.hexdigest()
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, cache_file)
+        atomic_write(cache_file, json.dumps(known))
     return digest.hexdigest()
 
 

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.agreement import content_agreement, edge_agreement
+from engine.match.agreement import content_agreement, edge_agreement
 from conftest import make_design
 
 

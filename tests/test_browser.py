@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.core import Engine
-from features import HsvHistogram
+from engine import Engine
+from features.hsv import HsvHistogram
 from web import create_app
 from web.passwords import store_password
 from conftest import encode, make_design

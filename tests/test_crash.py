@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from engine import store
+from engine.index import store
 from conftest import ROOT, make_design
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import bigpng
-from engine.decode import ANALYSIS_SIDE, UnreadableImage, decode
+from engine.images import bigpng
+from engine.images.decode import ANALYSIS_SIDE, UnreadableImage, decode
 from conftest import encode, make_design
 
 

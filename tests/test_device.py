@@ -55,7 +55,7 @@ def test_fingerprints_say_which_vectors_may_share_an_index(weight_files):
 
 
 def test_health_and_models_status_name_the_device(cfg, collection, with_weights):
-    from engine.core import Engine
+    from engine import Engine
 
     engine = Engine(with_weights.with_overrides(device="cpu"))
     assert engine.status()["device"] == "cpu"

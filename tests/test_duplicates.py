@@ -4,8 +4,8 @@ import json
 import pytest
 from PIL import Image
 
-from engine.core import Engine
-from features import HsvHistogram
+from engine import Engine
+from features.hsv import HsvHistogram
 from features.orb import MirroredOrbFeatures, OrbFeatures
 from conftest import flat
 from fakes import CountingExtractor
@@ -52,11 +52,11 @@ def test_duplicates_command_line_json_and_csv(library, cfg):
 
 
 def test_any_threshold_filters_the_cached_report_exactly(library):
-    from engine.duplicates import find_groups
+    from engine.match.duplicates import find_groups
 
     for threshold in (0.5, 0.8, 0.95):
         cached = {frozenset(g.paths) for g in library.duplicates(threshold)}
-        groups = find_groups(library.snapshot, threshold, previews=library.previews(library.snapshot))
+        groups = find_groups(library.snapshot, threshold, previews=library.report.previews(library.snapshot))
         fresh = {frozenset(g.paths) for g in groups}
         assert cached == fresh
 

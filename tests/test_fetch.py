@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from engine import fetch as downloads
+from engine.models import download as downloads
 from engine import models
-from features import NETWORKS
+from features import registry
 from features.weights import WeightsSource
 
 
@@ -81,7 +81,7 @@ def resnet_bytes(weight_files) -> bytes:
 
 
 def resnet_spec(*sources: WeightsSource):
-    return replace(NETWORKS["resnet"][0], sources=tuple(sources))
+    return replace(registry.spec_of("resnet"), sources=tuple(sources))
 
 
 def sha(data: bytes) -> str:
@@ -174,8 +174,9 @@ def test_when_every_source_fails_the_command_says_what_was_tried_and_the_way_by_
     import image
 
     dead = [WeightsSource(f"source {i}", f"{site.base}/dead/{i}.pth", ".pth", sha256="ab" * 32) for i in (1, 2)]
-    monkeypatch.setitem(NETWORKS, "resnet", (resnet_spec(*dead), NETWORKS["resnet"][1]))
-    monkeypatch.setitem(NETWORKS, "clip", (replace(NETWORKS["clip"][0], sources=(dead[0],)), NETWORKS["clip"][1]))
+    for name, sources in (("resnet", dead), ("clip", dead[:1])):
+        feature = registry.BY_NAME[name]
+        monkeypatch.setitem(registry.BY_NAME, name, replace(feature, weights=replace(feature.weights, sources=tuple(sources))))
     monkeypatch.delenv(downloads.MIRROR_ENV, raising=False)
     assert image.main(["models", "fetch", "--cache", str(cfg.cache)]) == 1
     err = capsys.readouterr().err
@@ -200,10 +201,10 @@ def test_an_unwritable_models_folder_is_named(cfg, site, resnet_bytes, monkeypat
 
 
 def test_every_configured_source_is_verified_by_a_pinned_or_reported_hash():
-    for spec, _ in NETWORKS.values():
+    for spec in registry.weights_specs():
         assert spec.sources
         for source in spec.sources:
             assert source.url.startswith("https://")
             assert source.sha256 or source.reports_sha256, (spec.name, source.label)
-    clip_sources = [s.label for s in NETWORKS["clip"][0].sources]
+    clip_sources = [s.label for s in registry.spec_of("clip").sources]
     assert clip_sources[0].startswith("Hugging Face Hub") and "OpenAI release" in clip_sources

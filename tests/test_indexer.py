@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from engine import store
-from engine.core import Engine
-from features import HsvHistogram
+from engine.index import store
+from engine import Engine
+from features.hsv import HsvHistogram
 from conftest import make_design
 from fakes import CountingExtractor
 
@@ -183,7 +183,7 @@ def test_moved_and_copied_files_keep_their_features(cfg, collection):
 
 
 def test_a_file_still_being_written_is_taken_at_the_next_scan(cfg, collection, monkeypatch):
-    from engine import indexer
+    from engine.index import changes as indexer
 
     engine, network = engine_for(cfg)
     engine.reindex()
@@ -207,7 +207,7 @@ def test_a_folder_that_cannot_be_read_keeps_what_the_index_knew(cfg, collection,
     sub.mkdir()
     make_design(130).save(sub / "kept.png")
     engine.reindex()
-    from engine import scan
+    from engine.images import scan
 
     real_scandir = os.scandir
 
@@ -222,7 +222,7 @@ def test_a_folder_that_cannot_be_read_keeps_what_the_index_knew(cfg, collection,
 
 
 def test_a_missing_images_folder_leaves_the_index_answering(cfg, collection):
-    from engine.indexer import CollectionUnavailable
+    from engine.index.pipeline import CollectionUnavailable
 
     engine, network = engine_for(cfg)
     engine.reindex()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine import models
-from engine.core import Engine
-from features import CLIP_WEIGHTS, NETWORKS
+from engine import Engine
+from features.clip import WEIGHTS as CLIP_WEIGHTS
 from conftest import make_design, unit_rows
 
 
@@ -70,7 +70,7 @@ def test_a_started_web_app_loads_the_networks_before_the_first_search(with_weigh
     from web import create_app
 
     engine = create_app(with_weights).extensions["engine"]
-    engine.warm_up.result(timeout=300)  # the load it started at once; no search has been made
+    engine.networks.warm_up.result(timeout=300)  # the load it started at once; no search has been made
     assert all(engine.extractors[n].loaded for n in ("clip", "resnet"))
 
 
@@ -80,7 +80,7 @@ def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg
     monkeypatch.setattr(efficientnet, "weights_file", lambda: None)  # not even the bundled shape network
     caplog.set_level(logging.WARNING)
     engine = Engine(cfg)  # empty models folder
-    assert set(engine.missing) == {"clip", "resnet"}
+    assert set(engine.networks.missing) == {"clip", "resnet"}
     assert "package is not installed" in caplog.text
     assert "FEATURE OFF" in caplog.text
     engine.reindex()
@@ -100,7 +100,7 @@ def test_text_search_and_refinement_use_clip(with_weights, collection):
 
 
 def test_text_search_without_clip_says_so(cfg, collection):
-    from engine.core import TextSearchUnavailable
+    from engine import TextSearchUnavailable
 
     engine = Engine(cfg)
     engine.reindex()
@@ -134,7 +134,7 @@ def test_a_forged_hash_memo_cannot_make_a_code_carrying_archive_official(cfg):
 
 def test_without_resnet_weights_the_bundled_network_provides_shape(cfg, collection, weight_files):
     engine = Engine(cfg)  # no weights downloaded
-    assert set(engine.missing) == {"clip"}
+    assert set(engine.networks.missing) == {"clip"}
     assert "EfficientNet-Lite0" in engine.status()["shape_network"]
     first = engine.reindex()
     assert "resnet" in engine.snapshot.features and first.indexed == 12
@@ -177,7 +177,8 @@ def test_the_bundled_network_is_loaded_strictly():
     with pytest.raises(efficientnet.WeightsRefused):
         efficientnet.map_state({k: source[k] for k in order}, target)
     # A changed package or preprocessing moves the bundled design's vector: refused.
-    moved = efficientnet.EfficientNetLite0Extractor(efficientnet.weights_file(), efficientnet.SHA256)
+    moved = efficientnet.EfficientNetLite0Extractor(efficientnet.weights_file(), efficientnet.SHA256,
+                                                  sample=models.precision_sample)
     moved.mean = moved.mean * 0 + 0.5
     with pytest.raises(efficientnet.WeightsRefused, match="vector moved"):
         moved.embed([make_design(1).convert("RGB")])

@@ -1,8 +1,8 @@
 """The indexer's worker map: every item once, slow items never block fast ones, bounded memory."""
 import threading
 
-from engine import parallel
-from engine.parallel import completed_map
+from engine.index import parallel
+from engine.index.parallel import completed_map
 
 
 def test_every_result_arrives_once():

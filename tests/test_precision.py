@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from engine import models
+from engine.models import sample
 from features import precision
 from conftest import make_design
 
@@ -134,7 +135,7 @@ def test_resnet_takes_static_int8_calibrated_on_other_designs_than_those_that_ch
 
 
 def test_resnet_without_calibration_designs_runs_in_fp32(cfg, weight_files, monkeypatch):
-    monkeypatch.setattr(models, "calibration_sample", lambda: ())
+    monkeypatch.setattr(sample, "calibration_sample", lambda: ())
     models.import_file(cfg.models_dir, weight_files["resnet"])
     resnet = models.load_extractors(cfg.models_dir)[0]["resnet"]
     assert resnet.embed([make_design(1).convert("RGB")]).shape == (1, 2048)
@@ -149,7 +150,7 @@ def test_int8_resnet_rows_are_named_by_their_calibration_designs(cfg, weight_fil
     for chosen in (precision.FP32, precision.INT8):
         fresh.remember(precision.Choice(chosen, 0.999, 40.0, 10.0))
         for designs in ("bundled", "edited"):
-            monkeypatch.setattr(models, "calibration_id", lambda designs=designs: designs)
+            monkeypatch.setattr(sample, "calibration_id", lambda designs=designs: designs)
             prints[chosen, designs] = models.load_extractors(cfg.models_dir)[0]["resnet"].fingerprint()
     # Other calibration designs observe other activation ranges: int8 rows are re-extracted.
     assert prints[precision.INT8, "bundled"] != prints[precision.INT8, "edited"]

@@ -1,9 +1,9 @@
 """Regions: a single design finds the sheet it sits on, with its box, one result per sheet."""
 from PIL import Image, ImageOps
 
-from engine.core import Engine
-from engine.regions import MAX_REGIONS, propose
-from features import HsvHistogram
+from engine import Engine
+from features.regions import MAX_REGIONS, propose
+from features.hsv import HsvHistogram
 from conftest import encode, make_design
 from fakes import CountingExtractor
 
@@ -62,7 +62,7 @@ def test_small_design_on_a_catalogue_page_is_verified_with_its_box(cfg):
     # own points. Other designs, alone in their files, compete.
     from pathlib import Path
 
-    from engine.decode import decode
+    from engine.images.decode import decode
     from features.orb import MirroredOrbFeatures, OrbFeatures
 
     samples = Path(__file__).resolve().parent.parent / "static" / "images"

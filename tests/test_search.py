@@ -3,8 +3,8 @@
 import pytest
 from PIL import Image
 
-from engine.core import Engine
-from features import HsvHistogram
+from engine import Engine
+from features.hsv import HsvHistogram
 from conftest import encode
 from fakes import CountingExtractor
 
@@ -72,8 +72,8 @@ def test_exact_means_the_same_picture_and_an_edited_copy_is_a_duplicate(cfg, col
 
 
 def test_a_fused_score_alone_makes_a_copy_only_for_a_network_trusted_with_it():
-    from engine.verdict import verdict
-    from engine.verify import NONE
+    from engine.match.verdict import verdict
+    from engine.match.verify import NONE
 
     scores = {"resnet": 0.95, "hsv": 0.97}
     assert verdict(scores, 0.96, NONE) == "duplicate"

@@ -211,7 +211,7 @@ def test_behind_the_named_proxy_failures_count_against_the_forwarded_address(app
 
     # Not configured: the header is the client's word and is ignored.
     assert tries("10.0.0.1")[-1] == 429
-    app.config["LOOKALIKE"] = cfg.with_overrides(trusted_proxy="127.0.0.1")
+    app.extensions["engine"].config = cfg.with_overrides(trusted_proxy="127.0.0.1")
     app.extensions["login_limiter"] = LoginLimiter(first_lockout=LoginLimiter.MAX_LOCKOUT)
     assert tries("spoofed, 10.0.0.2")[-1] == 429
     ok = client.get("/health", headers={**basic(), "X-Forwarded-For": "10.0.0.3"})

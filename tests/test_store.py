@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from engine import store
-from engine.store import CorruptIndex, Entry, IndexData
+from engine.index import store
+from engine.index.store import CorruptIndex, Entry, IndexData
 
 
 def sample(n=3):

@@ -2,7 +2,7 @@
 import faiss
 from threadpoolctl import threadpool_info
 
-from engine.core import Engine
+from engine import Engine
 
 
 def test_an_engine_caps_pool_threaded_blas_at_one_thread_and_leaves_faiss_its_cores(cfg):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from engine.core import Engine
-from engine.decode import decode
-from features import HsvHistogram
+from engine import Engine
+from engine.images.decode import decode
+from features.hsv import HsvHistogram
 from features.orb import OrbFeatures
 from features.thumbprint import ThumbprintFeatures
 
@@ -83,7 +83,7 @@ def test_a_faint_outline_is_not_the_twin_of_a_bold_one_of_the_same_shape():
     """Correlation ignores contrast: the ink each thumbprint holds must agree too."""
     import numpy as np
 
-    from engine.verify import twin_checks
+    from engine.match.verify import twin_checks
     from features import thumbprint
 
     bold, resized, faint = _ring(0), _ring(0, width=6, size=180), _ring(200)

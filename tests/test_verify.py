@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.core import Engine
-from engine.verify import geometric_check
-from features import HsvHistogram
+from engine import Engine
+from engine.match.verify import geometric_check
+from features.hsv import HsvHistogram
 from features.orb import OrbFeatures
 from conftest import encode, flat, make_design
 from fakes import CountingExtractor
@@ -59,8 +59,8 @@ def test_a_different_design_is_not_called_a_duplicate(engine, collection, cfg):
 def test_confidence_ranks_every_verified_copy_above_any_unverified_lookalike():
     # Pairs from many queries are ranked together (duplicate report, micro-AP): a
     # palette-twin with cosine 0.99 must not outrank a barely verified copy.
-    from engine.verdict import DUPLICATE_INLIERS, confidence
-    from engine.verify import Verification
+    from engine.match.verdict import DUPLICATE_INLIERS, confidence
+    from engine.match.verify import Verification
 
     barely = Verification(inliers=DUPLICATE_INLIERS, box=(0, 0, 1, 1), mirrored=False, matches=DUPLICATE_INLIERS)
     strongly = Verification(inliers=4 * DUPLICATE_INLIERS, box=(0, 0, 1, 1), mirrored=False, matches=100)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.core import Engine
-from features import HsvHistogram
+from engine import Engine
+from features.hsv import HsvHistogram
 from web import create_app
 from web.auth import LoginLimiter
 from web.passwords import store_password
@@ -209,7 +209,7 @@ def test_the_page_says_when_the_networks_are_still_loading(app, client, gate):
 
     assert client.get("/health").get_json()["networks_loading"] is True and not note_hidden()
     gate.set()
-    engine.warm_up.result(timeout=300)
+    engine.networks.warm_up.result(timeout=300)
     assert client.get("/health").get_json()["networks_loading"] is False and note_hidden()
 
 

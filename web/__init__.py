@@ -6,8 +6,8 @@ from pathlib import Path
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine.config import Config
-from web import api, auth, pages
+from engine import Config, Engine
+from web import api, auth, current, pages
 from web.passwords import PasswordChecker
 from web.secret import load_or_create_secret
 from web.sessions import MemorySessionInterface
@@ -18,11 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app(config: Config, engine=None) -> Flask:
     """Build the app; `engine` may be given (tests), else it is built from config."""
     if engine is None:
-        from engine.core import Engine
-
         engine = Engine(config)
-        engine.serving = True
-        engine.warm_duplicates()
+        engine.keep_duplicates_warm()
         engine.warm_networks()
         engine.keep_up_to_date(config.rescan_minutes)
     # Only static/ui is public; the sample collection under static/images is served
@@ -36,7 +33,6 @@ def create_app(config: Config, engine=None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.secure_cookies,
-        LOOKALIKE=config,
     )
     app.session_interface = MemorySessionInterface()
     app.extensions["engine"] = engine
@@ -85,9 +81,7 @@ def _json_error(error: HTTPException):
     messages = {413: "upload too large: the limit is {} MB"}
     message = error.description
     if error.code == 413:
-        from flask import current_app
-
-        message = messages[413].format(current_app.config["LOOKALIKE"].max_upload_mb)
+        message = messages[413].format(current.config().max_upload_mb)
     response = jsonify(error=message)
     response.status_code = error.code or 500
     return response

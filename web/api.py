@@ -7,20 +7,11 @@ from urllib.parse import quote
 
 from flask import Blueprint, current_app, jsonify, request, send_file
 
-from engine.config import parse_weights
-from engine.core import ReindexRunning, TextSearchUnavailable
-from engine.decode import UnreadableImage
-from engine.duplicates import to_csv
-from engine.uploads import add_to_collection
-from engine.decode import image_mimetype
-from engine.scan import collection_image
+from engine import ReindexRunning, TextSearchUnavailable, UnreadableImage, parse_weights
+from web.current import config, engine
 
 bp = Blueprint("api", __name__)
 MAX_TOP_K = 200
-
-
-def engine():
-    return current_app.extensions["engine"]
 
 
 def bad_request(message: str, status: int = 400):
@@ -64,8 +55,7 @@ def add_images():
     files = request.files.getlist("images")
     if not files:
         return bad_request("send the designs as multipart field 'images' (several allowed)")
-    config = current_app.config["LOOKALIKE"]
-    added = [add_to_collection(config.images, f.filename or "design", f.read(), config.upload_max_pixels) for f in files]
+    added = [engine().add_design(f.filename or "design", f.read()) for f in files]
     body = {"added": [a.path for a in added if a.path], "rejected": [{"name": a.name, "reason": a.error} for a in added if a.error]}
     return jsonify(body), (201 if body["added"] else 400)
 
@@ -103,12 +93,12 @@ def duplicates_csv():
 
 def _duplicates(as_csv: bool):
     try:
-        groups = engine().duplicates(_threshold(request.args.get("threshold")))
+        threshold = _threshold(request.args.get("threshold"))
     except ValueError as exc:
         return bad_request(str(exc))
     if as_csv:
-        return _csv_download(to_csv(groups))
-    return jsonify(groups=[g.as_dict() for g in groups])
+        return _csv_download(engine().duplicates_csv(threshold))
+    return jsonify(groups=[g.as_dict() for g in engine().duplicates(threshold)])
 
 
 def _csv_download(text: str):
@@ -123,20 +113,18 @@ def _threshold(value: str | None) -> float | None:
 
 @bp.get("/image/<path:relative>")
 def image(relative: str):
-    path = collection_image(current_app.config["LOOKALIKE"].images, relative)
-    mimetype = image_mimetype(path) if path is not None else None
-    if mimetype is None:
+    found = engine().image_file(relative)
+    if found is None:
         return bad_request("no such image in the collection", 404)
+    path, mimetype = found
     return send_file(path, mimetype=mimetype, max_age=300)
 
 
 @bp.get("/thumb/<path:relative>")
 def thumb(relative: str):
-    if collection_image(current_app.config["LOOKALIKE"].images, relative) is None:
-        return bad_request("no such image in the collection", 404)
     path = engine().thumbnail(relative)
     if path is None:
-        return image(relative)
+        return image(relative)  # not indexed (yet): the image itself, if it is one
     return send_file(path, mimetype="image/jpeg", max_age=3600)
 
 
@@ -148,7 +136,7 @@ def _with_urls(result: dict) -> dict:
 
 def _top_k(value: str | None) -> int:
     if value in (None, ""):
-        return current_app.config["LOOKALIKE"].top_k
+        return config().top_k
     try:
         top_k = int(value)
     except ValueError:

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
+from web import current
+
 bp = Blueprint("auth", __name__)
 
 PUBLIC_ENDPOINTS = {"auth.login", "static"}
@@ -100,7 +102,7 @@ class LoginLimiter:
 def _client() -> str:
     """The address failures are counted against; behind the configured proxy, the one it forwarded."""
     address = request.remote_addr or "unknown"
-    proxy = current_app.config["LOOKALIKE"].trusted_proxy
+    proxy = current.config().trusted_proxy
     if proxy and address == proxy:
         forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
         if forwarded:

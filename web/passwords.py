@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from engine import atomic_write
 
 AUTH_FILE = "auth.json"
 MIN_LENGTH = 12
@@ -27,15 +28,7 @@ def _auth_path(cache: Path) -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    os.chmod(path, 0o600)
+    atomic_write(path, text, private=True)
 
 
 class WeakPassword(ValueError):

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
-from features.orb import DESCRIPTOR_BYTES, unpack
+from engine.index.neighbours import CodeIndex, binary_codes
+from features.orb import unpack
 
 NEIGHBOURS = 8
 MAX_HAMMING = 56  # of 256 bits: beyond this two ORB descriptors are unrelated
@@ -23,6 +23,8 @@ TRAIN_PER_LIST = 30
 # Lists of about this many codes keep a query's scan (nprobe lists) short.
 CODES_PER_LIST = 640
 MAX_LISTS = 2048
+# Below this many codes an exact scan is as fast as the lists' and needs no training.
+EXACT_BELOW = 50_000
 # Lists scanned per point: the library-wide duplicate pass scans LIBRARY_PROBES (its recall
 # on bench/duplicates_peers.py moves by a pair either way at 6 or 8); a search, which
 # checks 400 points of each view, QUERY_PROBES: bench/quality.py gives the same figures
@@ -33,7 +35,7 @@ QUERY_PROBES = 6
 
 @dataclass
 class LocalIndex:
-    index: faiss.IndexBinary
+    index: CodeIndex
     owner: np.ndarray  # owner of each stored descriptor: an image row, or images + a region number
     point: np.ndarray  # (x, y) of each stored descriptor, in its owner's pixels
     images: int = 0  # owners from here up are regions (images + region number)
@@ -54,16 +56,8 @@ class LocalIndex:
         if not descriptors or not sum(len(d) for d in descriptors):
             return None
         codes = np.ascontiguousarray(np.concatenate(descriptors))
-        bits = DESCRIPTOR_BYTES * 8
         lists = int(min(MAX_LISTS, max(1, len(codes) // CODES_PER_LIST)))
-        if len(codes) < 50_000:
-            index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
-        else:
-            index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
-            sample = codes[np.random.default_rng(0).permutation(len(codes))[: TRAIN_PER_LIST * lists]]
-            index.train(sample)
-            index.nprobe = LIBRARY_PROBES
-        index.add(codes)
+        index = binary_codes(codes, EXACT_BELOW, lists, TRAIN_PER_LIST, LIBRARY_PROBES)
         return cls(index=index, owner=np.concatenate(owners), point=np.concatenate(points), images=len(rows))
 
     def matches(self, descriptors: np.ndarray, xy: np.ndarray, at_least: int = 1,
@@ -75,8 +69,7 @@ class LocalIndex:
         per point, where the index has lists (default: the index's own)."""
         if not len(descriptors):
             return {}
-        params = faiss.SearchParametersIVF(nprobe=probes) if probes and isinstance(self.index, faiss.IndexBinaryIVF) else None
-        distances, ids = self.index.search(np.ascontiguousarray(descriptors), NEIGHBOURS, params=params)
+        distances, ids = self.index.search(descriptors, NEIGHBOURS, probes)
         queries = np.repeat(np.arange(len(descriptors), dtype=np.int64), ids.shape[1])
         stored, distances = ids.ravel(), distances.ravel()
         close = (stored >= 0) & (distances <= MAX_HAMMING)

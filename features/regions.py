@@ -12,16 +12,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine.decode import Decoded, decode
+from features.hsv import background
 
 MAX_REGIONS = 8
 # Regions are cut from a decode of up to this longer side (the analysis picture is 512) ...
 DETAIL_SIDE = 2048
 # ... sized so the largest design on the sheet spans about this many pixels.
 CROP_SIDE = 384
-# A region's fused vector: CLIP for what the design is, colour for how it looks.  ResNet
-# would add a third of the network work per crop for a second opinion on the same thing.
-EMBEDDED_WITH = ("clip", "hsv")
 MIN_AREA = 0.004  # of the picture: smaller components are fragments, not designs
 MIN_SIDE = 16  # pixels of the analysis picture
 VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-orb-v5"
@@ -29,9 +26,8 @@ VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-o
 
 def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) in the picture's pixels, largest first; [] for a single design."""
-    rgb = np.asarray(image)
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    foreground = ~((hsv[..., 1] < 20) & (hsv[..., 2] > 235))
+    hsv = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2HSV)
+    foreground = ~background(hsv)
     height, width = foreground.shape
     if foreground.mean() < 0.01:
         return []
@@ -47,35 +43,6 @@ def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
         return []
     boxes.sort(key=lambda item: -item[0])
     return [box for _, box in boxes[:MAX_REGIONS]]
-
-
-def detailed_crops(data: bytes, decoded: Decoded, boxes: list[tuple[int, int, int, int]],
-                   max_pixels: int) -> list[Image.Image]:
-    """The designs inside `boxes` (analysis-picture pixels), cut from a more detailed
-    picture: on a catalogue page each design spans only a few dozen analysis pixels."""
-    if not boxes:
-        return []
-    image = decoded.image
-    # Just enough detail for the largest design to reach CROP_SIDE pixels: more only
-    # slows the workers (ORB and the networks' resize work on the crops).
-    largest = max(max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)
-    side = min(DETAIL_SIDE, round(max(image.size) * CROP_SIDE / max(largest, 1)))
-    if side <= max(image.size):
-        return [image.crop(box) for box in boxes]
-    detail = decoded.full
-    if detail is None or max(detail.size) < side:
-        # A JPEG decoded in draft mode or a PNG read in strips: decode again, larger.
-        detail = decode(data, max_pixels=max_pixels, side=side).image
-    scale = detail.width / image.width
-    shrink = side / max(detail.size)
-    crops = []
-    for box in boxes:
-        crop = detail.crop(tuple(round(v * scale) for v in box))
-        if shrink < 1:
-            crop = crop.resize((max(1, round(crop.width * shrink)), max(1, round(crop.height * shrink))),
-                               Image.Resampling.LANCZOS, reducing_gap=3.0)
-        crops.append(crop)
-    return crops
 
 
 class RegionProposals:

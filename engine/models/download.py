@@ -20,6 +20,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
+from features.files import atomic_write
 from features.weights import WeightsSource, WeightsSpec
 
 MIRROR_ENV = "LOOKALIKE_WEIGHTS_MIRROR"
@@ -148,9 +149,7 @@ def record_source(models_dir: Path, network: str, label: str, url: str | None = 
     decided by hashing, never by this file)."""
     known = read_sources(models_dir)
     known[network] = {"source": label, **({"url": url} if url else {})}
-    tmp = models_dir / f".{PROVENANCE}.tmp"
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, models_dir / PROVENANCE)
+    atomic_write(models_dir / PROVENANCE, json.dumps(known, indent=1))
 
 
 def read_sources(models_dir: Path) -> dict:

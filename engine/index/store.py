@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -102,14 +104,7 @@ def save(data: IndexData, path: Path) -> None:
     for name, block in data.regions.vectors.items():
         arrays[f"reg_vec_{name}"] = block
     arrays["digest"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as out:
-        np.savez(out, **arrays)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda out: np.savez(out, **arrays))
 
 
 def load(path: Path) -> IndexData:
@@ -166,13 +161,3 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
         digest.update(np.ascontiguousarray(arrays[key]).tobytes())
     return digest.hexdigest()
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open folders; its rename is already durable enough
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,11 +8,11 @@ from typing import Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from engine.decode import analysis_scale
-from engine.localindex import QUERY_PROBES
-from engine.snapshot import Snapshot, cosines
-from engine.verdict import VERDICT_ORDER, confidence, support, verdict, verified
-from engine.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
+from engine.images.decode import analysis_scale
+from engine.match.localindex import QUERY_PROBES
+from engine.index.snapshot import Snapshot, cosines
+from engine.match.verdict import VERDICT_ORDER, confidence, support, verdict, verified
+from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
 from features.fusion import fuse_query, normalize_weights
 
@@ -112,7 +112,7 @@ def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[f
         return {}
     region_shares = normalize_weights(shares, names)
     vector = _query_vector(query, region_shares, snapshot.data.regions.vectors, snapshot.region_weights)
-    _, hits = snapshot.region_index.search(vector, min(k, snapshot.region_index.ntotal))
+    _, hits = snapshot.region_index.search(vector, min(k, len(snapshot.region_index)))
     regions = snapshot.data.regions
     best: dict[int, tuple[float, dict, tuple]] = {}
     for region in hits[0]:

@@ -9,7 +9,8 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.verify import TWIN_CORRELATION, Verification
+from engine.match.verify import TWIN_CORRELATION, Verification
+from features import registry
 
 EXACT = "exact"
 DUPLICATE = "duplicate"
@@ -21,7 +22,6 @@ VERDICT_ORDER = {EXACT: 0, DUPLICATE: 1, SIMILAR: 2}
 EXACT_COSINE = 0.985
 EXACT_INLIERS = 60
 EXACT_TWIN = 0.99  # thumbprint correlation, for pictures too small for that many points
-NETWORK_FEATURES = {"clip", "resnet"}
 # Fingerprint prefixes of networks whose fused score is not trusted to make a copy alone.
 UNCALIBRATED_SCORES = ("efficientnet_lite0",)
 # An edited copy: this many geometrically consistent local matches, making up
@@ -50,7 +50,7 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
     if same_bytes:
         return EXACT
     close = bool(scores) and min(scores.values()) >= EXACT_COSINE
-    networks = bool((NETWORK_FEATURES if score_networks is None else score_networks) & set(scores))
+    networks = bool((set(registry.NETWORKS) if score_networks is None else score_networks) & set(scores))
     if close and same_size and not check.mirrored and _in_place(check):
         if verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
             return EXACT

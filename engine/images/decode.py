@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from engine import bigpng
+from engine.images import bigpng
 
 # Longer side of the shared analysis picture: above the 224 px the networks
 # take, and enough detail for local-feature verification.

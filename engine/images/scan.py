@@ -72,3 +72,13 @@ def resolve_inside(root: Path, relative: str) -> Path | None:
     if not _inside(candidate, root) or not candidate.is_file():
         return None
     return candidate
+
+
+def served_image(root: Path, relative: str) -> tuple[Path, str] | None:
+    """The collection's image at `relative` and the MIME type its own header declares;
+    None for anything that is not an image file inside the collection."""
+    from engine.images.decode import image_mimetype
+
+    path = collection_image(root, relative)
+    mimetype = image_mimetype(path) if path is not None else None
+    return None if mimetype is None else (path, mimetype)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.decode import UnreadableImage, open_image
+from engine.images.decode import UnreadableImage, open_image
 
 UPLOAD_FOLDER = "uploads"
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}

@@ -7,7 +7,7 @@ a copy with its original, most edges of each picture reappear in the other (a
 crop is compared where the two overlap); template siblings each keep drawing
 of their own that the other lacks.
 
-The comparison runs on the stored previews (engine/thumbs.py), so it needs no
+The comparison runs on the stored previews (engine/images/thumbs.py), so it needs no
 decode of the originals.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from engine.decode import analysis_scale
+from engine.images.decode import analysis_scale
 from features.thumbprint import ink_box
 
 # A copy's relation to its original is containment: a crop, a watermark, a

@@ -1,4 +1,4 @@
-"""An immutable, searchable view of the index: vectors plus a FAISS inner-product index.
+"""An immutable, searchable view of the index: its data plus nearest-neighbour indexes.
 
 Searches read one snapshot; a finished reindex swaps in a new one, so a
 search never sees half an index.
@@ -9,18 +9,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
 
-import faiss
 import numpy as np
 
-from engine.localindex import LocalIndex
-from engine.regions import EMBEDDED_WITH
-from engine.store import IndexData
-from engine.verdict import NETWORK_FEATURES, UNCALIBRATED_SCORES
-from features import thumbprint
+from engine.index.neighbours import VectorIndex, exact_vectors
+from engine.index.store import IndexData
+from engine.match.localindex import LocalIndex
+from engine.match.verdict import UNCALIBRATED_SCORES
+from features import registry, thumbprint
 from features.fusion import fuse, normalize_weights
 
 
-ADD_CHUNK = 8192
+ADD_CHUNK = 8192  # rows fused and added at a time: never a full fused copy of the index
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,9 @@ class Snapshot:
     data: IndexData
     features: tuple[str, ...]  # features active in the fused index
     weights: Mapping[str, float]  # the weights the fused rows were built with
-    index: faiss.Index
+    index: VectorIndex  # fused vectors of every row
     local: LocalIndex | None = None  # ORB descriptors of every image and region, for verification
-    region_index: faiss.Index | None = None  # fused vectors of the regions inside images ...
+    region_index: VectorIndex | None = None  # fused vectors of the regions inside images ...
     region_weights: Mapping[str, float] = field(default_factory=dict)  # ... made of these features
     region_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # image row of each region
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
@@ -43,9 +42,9 @@ class Snapshot:
     @cached_property
     def score_networks(self) -> frozenset[str]:
         """The network features whose fused score may call a pair a copy without local
-        evidence (engine/verdict.py): not the bundled EfficientNet-Lite0, on which a fused
+        evidence (engine/match/verdict.py): not the bundled EfficientNet-Lite0, on which a fused
         score of 0.90 called 8% of clean negatives copies (bench/quality.py)."""
-        return frozenset(name for name in NETWORK_FEATURES & set(self.features)
+        return frozenset(name for name in set(registry.NETWORKS) & set(self.features)
                          if not self.data.fingerprints.get(name, "").startswith(UNCALIBRATED_SCORES))
 
     def region_boxes_of(self, row: int) -> list[tuple]:
@@ -78,9 +77,8 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     """Fuse the active features of every row and put them in a flat inner-product index."""
     features, used = fused_features(data, active, weights)
     dim = sum(data.vectors[n].shape[1] for n in features)
-    index = faiss.IndexFlatIP(max(dim, 1))
-    for start in range(0, len(data) if features else 0, ADD_CHUNK):  # in slices: no full fused copy
-        index.add(fuse({n: data.vectors[n][start:start + ADD_CHUNK] for n in features}, used))
+    index = exact_vectors(dim, (fuse({n: data.vectors[n][start:start + ADD_CHUNK] for n in features}, used)
+                                for start in range(0, len(data) if features else 0, ADD_CHUNK)))
     local = None
     if "orb" in data.vectors:  # regions' points are in their own crop's pixels
         local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"))
@@ -106,16 +104,15 @@ def _region_parents(data: IndexData) -> np.ndarray:
     return np.array([row_of_sha.get(sha, -1) for sha in data.regions.parents], dtype=np.int64)
 
 
-def _region_index(data: IndexData, features, weights) -> tuple[faiss.Index | None, dict[str, float]]:
+def _region_index(data: IndexData, features, weights) -> tuple[VectorIndex | None, dict[str, float]]:
     """Fused vectors of the regions over the active features regions are embedded with."""
     vectors = data.regions.vectors
-    names = [n for n in features if n in EMBEDDED_WITH and n in vectors and weights.get(n, 0) > 0]
+    names = [n for n in features if n in registry.REGION_FUSED and n in vectors and weights.get(n, 0) > 0]
     if not len(data.regions) or not names:
         return None, {}
     shares = normalize_weights(weights, names)
-    index = faiss.IndexFlatIP(sum(vectors[n].shape[1] for n in names))
-    index.add(fuse({n: vectors[n] for n in names}, shares))
-    return index, shares
+    dim = sum(vectors[n].shape[1] for n in names)
+    return exact_vectors(dim, [fuse({n: vectors[n] for n in names}, shares)]), shares
 
 
 def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

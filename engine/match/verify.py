@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine.localindex import LocalIndex
+from engine.match.localindex import LocalIndex
 from features import thumbprint
 from features.orb import detect, detect_mirrored, gray_of, unpack
 
@@ -36,7 +36,7 @@ class Verification:
     transform: tuple[float, ...] | None = None
 
     def matrix(self) -> np.ndarray | None:
-        """The mapping as a 2x3 or 3x3 matrix (what engine/agreement.py takes)."""
+        """The mapping as a 2x3 or 3x3 matrix (what engine/match/agreement.py takes)."""
         return None if self.transform is None else np.array(self.transform, dtype=np.float64).reshape(-1, 3)
 
     def scaled(self, scale: float, size: tuple[int, int]) -> "Verification":
@@ -184,7 +184,7 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
 
     A photo's perspective leaves only part of the design within the similarity's
     tolerance, and the drawing check after it (edges within two preview pixels,
-    engine/agreement.py) fails where the rest is misaligned."""
+    engine/match/agreement.py) fails where the rest is misaligned."""
     if inliers < PERSPECTIVE_FROM:
         return None
     homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PIXELS, maxIters=500, confidence=0.99)

@@ -12,20 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import faiss
 import numpy as np
 
-from engine.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
-from engine.snapshot import Snapshot
-from engine.store import Entry
-from engine.uploads import UPLOAD_FOLDER
-from engine.verdict import DUPLICATE, EXACT, SIMILAR, VERDICT_ORDER, support, verdict, verified
-from engine.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
+from engine.index.neighbours import library_vectors
+from engine.match.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
+from engine.index.snapshot import Snapshot
+from engine.index.store import Entry
+from engine.images.uploads import UPLOAD_FOLDER
+from engine.match.verdict import DUPLICATE, EXACT, SIMILAR, VERDICT_ORDER, support, verdict, verified
+from engine.match.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
 from features import thumbprint
 
 NEIGHBOURS = 10
-# Libraries up to this size get exact neighbours; larger ones an IVF index (approximate).
-EXACT_UP_TO = 20_000
 # Points per image asked of the local index in the library-wide pass (a search uses all):
 # ORB keeps the strongest first, and a copy shares far more than this many.
 LIBRARY_POINTS = 250
@@ -81,7 +79,7 @@ def find_pairs(snapshot: Snapshot, floor: float = CANDIDATE_SCORE, neighbours: i
     """Every confirmed pair whose neighbours were checked from fused score `floor` up (the slow part).
 
     With `previews`, local-feature points and twin thumbprints count only when
-    the two pictures' edges agree once aligned (engine/agreement.py): template
+    the two pictures' edges agree once aligned (engine/match/agreement.py): template
     siblings share points too; and a few points whose drawings coincide count.
     Without them the other rules (fused score) still apply."""
     if snapshot.size < 2 or not snapshot.features:
@@ -125,10 +123,8 @@ def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshol
 def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Previews | None) -> list[tuple[int, int, Pair]]:
     """Pairs of rows confirmed as copies, each pair once."""
     data = snapshot.data
-    # A view of the flat index's own storage: no second copy of every vector.
-    fused = faiss.rev_swig_ptr(snapshot.index.get_xb(), snapshot.size * snapshot.index.d)
-    fused = fused.reshape(snapshot.size, snapshot.index.d)
-    _, rows = _neighbour_index(fused).search(fused, k)
+    fused = snapshot.index.vectors()
+    _, rows = library_vectors(fused).search(fused, k)
     # Exact scores for the neighbours found (the large-library index stores 8-bit codes).
     scores = np.empty(rows.shape, dtype=np.float32)
     for start in range(0, len(rows), 1024):  # in slices: rows x k x dim at once would be gigabytes
@@ -224,7 +220,7 @@ def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:
         return {}
     units = np.ascontiguousarray(snapshot.thumbprints)
     flipped = np.ascontiguousarray(thumbprint.units(thumbprint.mirrored(snapshot.data.vectors["thumbprint"])))
-    index = _neighbour_index(units)
+    index = library_vectors(units)
     found: dict[int, list[int]] = {}
     for query in (units, flipped):
         scores, rows = index.search(query, k)
@@ -232,24 +228,6 @@ def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:
             found.setdefault(int(i), []).extend(int(j) for j, c in zip(rows[i], scores[i])
                                                 if c >= TWIN_CORRELATION and j != i and j >= 0)
     return found
-
-
-def _neighbour_index(fused: np.ndarray) -> faiss.Index:
-    """Exact search for small libraries; an inverted-file index beyond, where n x n costs hours."""
-    n, dim = fused.shape
-    if n <= EXACT_UP_TO:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        lists = int(4 * np.sqrt(n))
-        # 8-bit scalar codes: a quarter of the memory of the vectors themselves.
-        index = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-        )
-        sample = fused[np.random.default_rng(0).permutation(n)[: 40 * lists]]
-        index.train(sample)
-        index.nprobe = 16
-    index.add(fused)
-    return index
 
 
 def suggest_keeper(entries: list[Entry], content_area: Callable[[Entry], float] | None = None) -> str:

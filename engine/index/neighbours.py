@@ -1,0 +1,104 @@
+"""The one seam between Lookalike and a nearest-neighbour library.
+
+Searches, duplicate groups and the snapshot ask for neighbours through these
+two small interfaces: `VectorIndex` (unit float vectors, inner product: the
+fused vectors, the regions' and the thumbprints) and `CodeIndex` (binary codes,
+Hamming distance: the local-feature descriptors).  FAISS is the one
+implementation today; another engine implements the same few methods and is
+chosen in the factories at the bottom, without touching the callers.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+import faiss
+import numpy as np
+
+# Exact search up to this many rows in the library-wide pass; beyond, n x n costs hours.
+EXACT_UP_TO = 20_000
+# Lists scanned per query in an approximate vector index (of 4 x sqrt(n)).
+VECTOR_PROBES = 16
+# Training rows per list: FAISS warns below about 40.
+TRAIN_PER_LIST = 40
+
+
+class VectorIndex(Protocol):
+    def __len__(self) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of each query's k best rows by inner product, best first; -1 past the end."""
+
+    def vectors(self) -> np.ndarray:
+        """The stored rows, as a (len, dim) float32 view where the index keeps them whole."""
+
+
+class CodeIndex(Protocol):
+    def search(self, codes: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(Hamming distances, ids) of each code's k nearest stored codes; -1 past the end.
+        `probes`: lists scanned per code where the index has lists (default: its own)."""
+
+
+class _FaissVectors:
+    def __init__(self, index: faiss.Index, keeps_vectors: bool) -> None:
+        self._index = index
+        self._keeps_vectors = keeps_vectors
+
+    def __len__(self) -> int:
+        return self._index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def vectors(self) -> np.ndarray:
+        if not self._keeps_vectors:
+            raise TypeError("this index keeps codes, not the vectors")
+        # A view of the flat index's own storage: no second copy of every vector.
+        flat = faiss.rev_swig_ptr(self._index.get_xb(), self._index.ntotal * self._index.d)
+        return flat.reshape(self._index.ntotal, self._index.d)
+
+
+class _FaissCodes:
+    def __init__(self, index: faiss.IndexBinary) -> None:
+        self._index = index
+
+    def search(self, codes: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        params = faiss.SearchParametersIVF(nprobe=probes) if probes and isinstance(self._index, faiss.IndexBinaryIVF) else None
+        return self._index.search(np.ascontiguousarray(codes), k, params=params)
+
+
+def exact_vectors(dim: int, blocks: Iterable[np.ndarray]) -> VectorIndex:
+    """Exact inner-product search over rows added block by block (no full copy at once)."""
+    index = faiss.IndexFlatIP(max(dim, 1))
+    for block in blocks:
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
+    return _FaissVectors(index, keeps_vectors=True)
+
+
+def library_vectors(vectors: np.ndarray) -> VectorIndex:
+    """For searching a whole library against itself: exact up to EXACT_UP_TO rows, beyond
+    an inverted file of 8-bit scalar codes (a quarter of the vectors' memory)."""
+    n, dim = vectors.shape
+    if n <= EXACT_UP_TO:
+        return exact_vectors(dim, [vectors])
+    lists = int(4 * np.sqrt(n))
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    index.train(vectors[np.random.default_rng(0).permutation(n)[: TRAIN_PER_LIST * lists]])
+    index.nprobe = VECTOR_PROBES
+    index.add(vectors)
+    return _FaissVectors(index, keeps_vectors=False)
+
+
+def binary_codes(codes: np.ndarray, exact_up_to: int, lists: int, train_per_list: int, probes: int) -> CodeIndex:
+    """Hamming search over codes: exact below `exact_up_to` codes, else an inverted file
+    of `lists` lists trained on `train_per_list` codes each, scanning `probes` of them."""
+    bits = codes.shape[1] * 8
+    if len(codes) < exact_up_to:
+        index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
+    else:
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
+        index.train(codes[np.random.default_rng(0).permutation(len(codes))[: train_per_list * lists]])
+        index.nprobe = probes
+    index.add(codes)
+    return _FaissCodes(index)
