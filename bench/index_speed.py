@@ -252,7 +252,7 @@ def run_workers(folder: Path, cache: Path, models_dir: Path) -> float:
     from engine.images.scan import scan
 
     engine = Engine(Config(images=folder, cache=cache, models=models_dir))
-    indexer = Indexer(engine.config, engine.extractors)
+    indexer = Indexer(engine.config, engine.networks.extractors)
     files, every_feature = list(scan(folder)), frozenset(indexer.fingerprints)
     started = time.process_time()
     for file in files:

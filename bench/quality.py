@@ -166,7 +166,7 @@ def evaluate_engine(engine: Engine, queries, negatives) -> dict:
     for query in queries + negatives:
         image = engine.decode_query(Path(query["file"]).read_bytes()).image
         snap = engine.snapshot
-        vectors = engine.embed(image, snap.features)
+        vectors = engine.networks.embed(image, snap.features)
         started = time.perf_counter()
         search(snap, vectors, None, 10, weights, FEATURE_NAMES)  # ranking alone
         ranked = time.perf_counter()

@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 from PIL import Image
 
 from engine.config import Config
@@ -36,12 +35,14 @@ from features.base import Extractor, l2_normalize
 
 log = logging.getLogger(__name__)
 _LIVE: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+# Seconds each background part of a live engine gets to stop at interpreter exit.
+EXIT_TIMEOUT = 30
 
 
 @atexit.register
 def _close_live_engines() -> None:
     for engine in list(_LIVE):
-        engine.close(timeout=30)
+        engine.close(timeout=EXIT_TIMEOUT)
 
 
 class TextSearchUnavailable(RuntimeError):
@@ -67,10 +68,6 @@ class Engine:
     @property
     def progress(self) -> ReindexProgress:
         return self.job.progress
-
-    @property
-    def extractors(self) -> dict[str, Extractor]:
-        return self.networks.extractors
 
     def status(self) -> dict:
         # From the index data, not the snapshot: the page must answer while it is being built.
@@ -125,9 +122,6 @@ class Engine:
             vector = l2_normalize(mixed[None])[0]
         weights = {name: (1.0 if name == "clip" else 0.0) for name in FEATURE_NAMES}
         return search(snap, {"clip": vector}, None, top_k, weights, FEATURE_NAMES)
-
-    def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return self.networks.embed(image, names)
 
     def warm_networks(self) -> Future:
         return self.networks.warm()

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from features import precision
-from features.base import NetworkExtractor, l2_normalize
+from features.base import l2_normalize
+from features.network import NetworkExtractor
 from features.weights import WeightsSource, WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)

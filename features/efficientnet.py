@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.base import Extractor, NetworkExtractor
+from features.base import Extractor
+from features.network import NetworkExtractor
 from features.weights import file_sha256
 
 log = logging.getLogger(__name__)

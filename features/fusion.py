@@ -48,7 +48,8 @@ def fuse_query(
     )
 
 
-def weighted_score(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """Weighted mean of per-feature cosines: what a fused inner product equals."""
+def weighted_score(scores: Mapping[str, float | np.ndarray], weights: Mapping[str, float]) -> float | np.ndarray:
+    """Weighted mean of per-feature cosines (numbers, or arrays of them): what a fused
+    inner product equals."""
     shares = normalize_weights(weights, list(scores))
-    return float(sum(shares[n] * scores[n] for n in scores))
+    return sum(shares[n] * scores[n] for n in scores)

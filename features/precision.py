@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from features.base import l2_normalize, to_batch
 from features.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def measure(fp32: Callable, lower: Callable, batch, clock: Callable[[], float] =
                 outputs[name] = forward(batch).float().cpu().numpy()  # cpu(): waits for a GPU to finish
                 best = min(best, clock() - started)
             timings[name] = 1000 * best / len(batch)
-    a, b = (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12) for rows in outputs.values())
+    a, b = (l2_normalize(rows) for rows in outputs.values())
     least = float(np.min(np.sum(a * b, axis=1)))
     faster = timings[FP32] >= MIN_SPEEDUP * timings[lower_name]
     precision = lower_name if least >= MIN_COSINE and faster else FP32
@@ -178,3 +179,111 @@ def memo_key(architecture: str, digest: str, device: str = "cpu") -> str:
 
         machine = describe(device)
     return f"{architecture}:{digest}:torch-{torch_version}:{machine}"
+
+
+class ChoosesPrecision:
+    """The precision state of a network extractor (features/network.py): remembered for
+    its weights file, torch and machine, else measured when the model is first built.
+
+    Expects of the class it is mixed into: `name`, `weights`, `digest`, `device`,
+    `batch_size`, `offers_int8`, `mean`, `std`, `_sample`, `_choice`, `_model`, and
+    the hooks `_build`, `_fp32`, `_quantized`, `_adopt`, `_forward`, `_to_device`,
+    `_on_device`.
+    """
+
+    def precision(self) -> Choice:
+        """The precision this network runs in: remembered, else measured (building the model).
+
+        A remembered choice needs no model: re-scanning an unchanged collection
+        asks every fingerprint and must not load a network to do it."""
+        if self._choice is None and not self._tries_int8:
+            self._choice = ONLY_FP32
+        if self._choice is None:
+            self._choice = remembered(self._memo, self._memo_key)
+        if self._choice is None:
+            self._model.get()
+        return self._choice
+
+    def remember(self, choice: Choice) -> None:
+        """Record `choice` for these weights, as a measurement does: the next load obeys it."""
+        remember(self._memo, self._memo_key, choice)
+
+    @property
+    def _memo(self) -> Path:
+        return Path(self.weights).parent / MEMO
+
+    @property
+    def _memo_key(self) -> str:
+        return memo_key(self.architecture, self.digest, self.device)
+
+    @property
+    def _tries_int8(self) -> bool:
+        return self.offers_int8 and self._sample is not None and self.device == "cpu"
+
+    def _load(self):
+        model = self._build()
+        if self.device != "cpu":
+            return self._load_on_gpu(model)
+        if not self._tries_int8:
+            self._choice = ONLY_FP32
+            return self._fp32(model)
+        choice = self._choice or remembered(self._memo, self._memo_key)  # fingerprint() may have read it
+        ready = None  # the fp32 model made ready to run, once made
+        if choice is None or choice.precision == INT8:  # else no int8 copy is even made
+            try:
+                quantized = self._quantized(model)
+            except Exception as exc:  # any torch without the int8 kernels: fp32 it is
+                log.warning("%s: int8 not available (%s); running in fp32", self.name, exc)
+                choice = ONLY_FP32
+            else:
+                if choice is None:  # int8 is measured against fp32 as it would run
+                    ready = self._fp32(model)
+                    choice = self._measure(ready, quantized)
+        log.info("%s runs in %s", self.name, choice.reason)
+        self._choice = choice
+        if choice.precision == INT8:
+            return self._adopt(model, quantized)
+        return ready if ready is not None else self._fp32(model)
+
+    def _load_on_gpu(self, model):
+        """fp32 on the GPU, or fp16 autocast where it keeps the features (measured like int8)."""
+        import torch
+
+        model = self._to_device(model)
+        choice = self._choice or remembered(self._memo, self._memo_key)
+        if choice is None:
+            pictures = list(self._sample())[: max(2, self.batch_size)] if self._sample else []
+            if not pictures:
+                choice = ONLY_FP32
+            else:
+                batch = self._on_device(to_batch(pictures, self.mean, self.std))
+
+                def half(b):
+                    with torch.autocast(device_type="cuda", dtype=torch.float16):
+                        return self._forward(model, b)
+
+                choice = measure(lambda b: self._forward(model, b), half, batch,
+                                           clock=_synchronized_clock, lower_name=FP16)
+                self.remember(choice)
+        log.info("%s runs on %s in %s", self.name, self.device, choice.reason)
+        self._choice = choice
+        return model
+
+    def _measure(self, model, quantized) -> Choice:
+        pictures = list(self._sample())[: max(2, self.batch_size)]
+        if not pictures:
+            return ONLY_FP32  # nothing to prove int8 on
+        batch = to_batch(pictures, self.mean, self.std)
+        choice = measure(lambda b: self._forward(model, b), lambda b: self._forward(quantized, b), batch)
+        self.remember(choice)
+        return choice
+
+
+def _synchronized_clock() -> float:
+    """Seconds, once the GPU has finished what it was given (its calls return at once)."""
+    import time
+
+    import torch
+
+    torch.cuda.synchronize()
+    return time.perf_counter()

@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 
 from features import precision
-from features.base import NetworkExtractor, to_batch
+from features.base import to_batch
+from features.network import NetworkExtractor
 from features.weights import WeightsSource, WeightsSpec
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from features.base import l2_normalize
+
 SIDE = 24
 # Grey levels above this are page, not design (the decoder puts transparency on white).
 PAGE = 245
@@ -58,7 +60,7 @@ def units(rows: np.ndarray) -> np.ndarray:
     """Mean-centred, unit-length float32 rows: their dot product is the correlation."""
     values = rows.reshape(len(rows), -1).astype(np.float32)
     values -= values.mean(axis=1, keepdims=True)
-    return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-6)
+    return l2_normalize(values, floor=1e-6)  # a blank grid stays near zero, not a unit vector of noise
 
 
 def ink(rows: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ def test_health_and_models_status_name_the_device(cfg, collection, with_weights)
 
     engine = Engine(with_weights.with_overrides(device="cpu"))
     assert engine.status()["device"] == "cpu"
-    assert engine.extractors["resnet"].embed([make_design(1).convert("RGB")]).shape == (1, 2048)
+    assert engine.networks.extractors["resnet"].embed([make_design(1).convert("RGB")]).shape == (1, 2048)
     result = subprocess.run([sys.executable, str(ROOT / "image.py"), "models", "status", "--models",
                              str(with_weights.models_dir), "--device", "cpu"], capture_output=True, text=True,
                             timeout=600)

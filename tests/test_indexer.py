@@ -74,7 +74,7 @@ def test_feature_that_appears_later_is_the_only_one_extracted(cfg, collection):
     assert colour_only.snapshot.features == ("hsv",)
     engine, network = engine_for(cfg)
     calls = []
-    hsv = engine.extractors["hsv"]
+    hsv = engine.networks.extractors["hsv"]
     original = hsv.embed
     hsv.embed = lambda images: calls.append(len(images)) or original(images)
     engine.reindex()

@@ -71,7 +71,7 @@ def test_a_started_web_app_loads_the_networks_before_the_first_search(with_weigh
 
     engine = create_app(with_weights).extensions["engine"]
     engine.networks.warm_up.result(timeout=300)  # the load it started at once; no search has been made
-    assert all(engine.extractors[n].loaded for n in ("clip", "resnet"))
+    assert all(engine.networks.extractors[n].loaded for n in ("clip", "resnet"))
 
 
 def test_missing_weights_switch_the_feature_off_and_the_engine_keeps_working(cfg, collection, caplog, monkeypatch):

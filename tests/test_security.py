@@ -62,7 +62,7 @@ def test_logout_cannot_be_undone_by_a_request_still_in_flight(app, client, gate,
     token = page_csrf(client)
     slow = app.test_client()
     slow.set_cookie("lookalike_session", cookie)
-    network = app.extensions["engine"].extractors["resnet"]
+    network = app.extensions["engine"].networks.extractors["resnet"]
     network.arrived.clear()
     gate.clear()  # the search below waits inside the network until logout is done
     with ThreadPoolExecutor(1) as pool:

@@ -12,6 +12,11 @@ from web.current import config, engine
 
 bp = Blueprint("api", __name__)
 MAX_TOP_K = 200
+# CLIP reads 77 tokens; longer text only costs tokenising.
+MAX_TEXT = 300
+# A collection file may be replaced under its name; a preview is named by its bytes' hash.
+IMAGE_CACHE_SECONDS = 300
+THUMB_CACHE_SECONDS = 3600
 
 
 def bad_request(message: str, status: int = 400):
@@ -35,7 +40,7 @@ def search():
     started = time.perf_counter()
     try:
         if text:
-            results = engine().search_text(text[:300], top_k, data, text_weight)
+            results = engine().search_text(text[:MAX_TEXT], top_k, data, text_weight)
         else:
             results = engine().search_bytes(data, top_k, weights)
     except UnreadableImage as exc:
@@ -117,7 +122,7 @@ def image(relative: str):
     if found is None:
         return bad_request("no such image in the collection", 404)
     path, mimetype = found
-    return send_file(path, mimetype=mimetype, max_age=300)
+    return send_file(path, mimetype=mimetype, max_age=IMAGE_CACHE_SECONDS)
 
 
 @bp.get("/thumb/<path:relative>")
@@ -125,7 +130,7 @@ def thumb(relative: str):
     path = engine().thumbnail(relative)
     if path is None:
         return image(relative)  # not indexed (yet): the image itself, if it is one
-    return send_file(path, mimetype="image/jpeg", max_age=3600)
+    return send_file(path, mimetype="image/jpeg", max_age=THUMB_CACHE_SECONDS)
 
 
 def _with_urls(result: dict) -> dict:

@@ -31,6 +31,10 @@ LIBRARY_POINTS = 250
 CANDIDATE_SCORE = 0.5
 # The report is computed once from this floor; any threshold above it is then a quick filter.
 FLOOR_SCORE = 0.3
+# Rows whose neighbours' exact scores are computed at once: rows x k x dim in one go is gigabytes.
+SCORE_SLICE = 1024
+# Content areas within this share of the largest are the same size, as far as previews tell.
+SAME_AREA = 0.95
 # Thumbprints this close (and of as much ink) are one picture at 24 px, to within
 # re-encoding noise: their previews are not compared.  Aligning previews by the
 # designs' extents fails where the preview shows little ink (a white letter placed
@@ -127,9 +131,10 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
     _, rows = library_vectors(fused).search(fused, k)
     # Exact scores for the neighbours found (the large-library index stores 8-bit codes).
     scores = np.empty(rows.shape, dtype=np.float32)
-    for start in range(0, len(rows), 1024):  # in slices: rows x k x dim at once would be gigabytes
-        block = rows[start:start + 1024]
-        scores[start:start + 1024] = np.einsum("ij,ikj->ik", fused[start:start + 1024], fused[np.maximum(block, 0)])
+    for start in range(0, len(rows), SCORE_SLICE):
+        block = rows[start:start + SCORE_SLICE]
+        scores[start:start + SCORE_SLICE] = np.einsum("ij,ikj->ik", fused[start:start + SCORE_SLICE],
+                                                      fused[np.maximum(block, 0)])
     twin_rows = _twin_neighbours(snapshot, k)
     stored = data.vectors.get("orb")
     # Each pair is judged from both sides: a crop's own points find its original
@@ -240,7 +245,7 @@ def suggest_keeper(entries: list[Entry], content_area: Callable[[Entry], float] 
     already_there = [e for e in entries if not e.path.startswith(UPLOAD_FOLDER + "/")] or entries
     areas = {e.path: area(e) for e in already_there}
     largest = max(areas.values())
-    contenders = [e for e in already_there if areas[e.path] >= 0.95 * largest]
+    contenders = [e for e in already_there if areas[e.path] >= SAME_AREA * largest]
     return min(contenders, key=lambda e: (e.mtime_ns, len(e.path), e.path)).path
 
 

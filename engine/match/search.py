@@ -14,12 +14,14 @@ from engine.index.snapshot import Snapshot, cosines
 from engine.match.verdict import VERDICT_ORDER, confidence, support, verdict, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
-from features.fusion import fuse_query, normalize_weights
+from features.fusion import fuse_query, normalize_weights, weighted_score
 
 # FAISS candidates per requested result, before exact re-scoring under the query's weights.
 OVERFETCH = 4
 # Verified (or locally supported) images added to the candidates even when their fused score is low.
 LOCAL_CANDIDATES = 20
+# Fused neighbours fetched however few results are asked for: the verifier reorders them.
+MIN_FUSED_CANDIDATES = 50
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[f
         if parent < 0:
             continue
         cos = {n: float(regions.vectors[n][region] @ query[n].ravel()) for n in region_shares}
-        score = sum(region_shares[n] * cos[n] for n in region_shares)
+        score = weighted_score(cos, region_shares)
         if parent not in best or score > best[parent][0]:
             best[parent] = (score, cos, tuple(regions.boxes[region]))
     return best
@@ -138,14 +140,14 @@ def _query_vector(query, shares, stored: Mapping[str, np.ndarray], stored_weight
 
 
 def _fused_candidates(snapshot: Snapshot, vector: np.ndarray, k: int) -> Iterable[int]:
-    _, rows = snapshot.index.search(vector, min(snapshot.size, max(k, 50)))
+    _, rows = snapshot.index.search(vector, min(snapshot.size, max(k, MIN_FUSED_CANDIDATES)))
     return (int(r) for r in rows[0] if r >= 0)
 
 
 def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, query_size, regions) -> list[SearchResult]:
     """One result per image: its whole-picture score, or its best region's when that is higher."""
     per_feature = cosines(snapshot, {n: query[n] for n in shares}, rows)
-    fused = sum(shares[n] * per_feature[n] for n in shares)
+    fused = weighted_score(per_feature, shares)
     results = []
     for j, row in enumerate(rows):
         entry = snapshot.data.entries[row]

@@ -1,0 +1,145 @@
+"""What the networks share: lazy loading, batching on their device, fingerprints, unit rows.
+
+Which precision each runs in (fp32, int8 on a CPU, fp16 on a GPU) is decided
+by features/precision.py; a subclass names its architecture and normalisation,
+builds the model from the weights file, and says how one batch goes through it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from features import precision
+from features.base import l2_normalize, to_batch
+from features.precision import ChoosesPrecision
+
+# Images per network batch on a GPU.
+GPU_BATCH = 128
+PREPROCESS = "letterbox-white-224-bicubic-v1"
+
+
+class LazyModel:
+    """Builds a model on first use, once, even when two threads ask together."""
+
+    def __init__(self, build: Callable[[], object]) -> None:
+        self._build = build
+        self._model: object | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> object:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._build()
+        return self._model
+
+
+class NetworkExtractor(ChoosesPrecision):
+    """What the two networks share: lazy loading, batching, fingerprint, unit rows.
+
+    Subclasses name the architecture and normalisation, build the model from
+    the weights file, and say how one batch goes through it.
+    """
+
+    name: str
+    dim: int
+    architecture: str
+    mean: np.ndarray
+    std: np.ndarray
+    offers_int8 = False
+    int8_method = "int8-dynamic"  # named in the fingerprint of int8 rows
+
+    def __init__(self, weights, digest: str, batch_size: int = 32,
+                 sample: Callable[[], Sequence[Image.Image]] | None = None,
+                 calibration: Callable[[], Sequence[Image.Image]] | None = None,
+                 calibration_id: Callable[[], str] | None = None, device: str = "cpu") -> None:
+        """`sample`: real designs on which a lower precision must prove itself
+        (features/precision.py); without one the network stays in fp32.
+        `calibration`: other real designs, for an int8 that needs its ranges observed,
+        and `calibration_id` names them cheaply (other designs, other int8 vectors).
+        `device`: 'cpu', or 'cuda' (features/device.py), where the lower precision
+        tried is fp16 and batches are GPU-sized."""
+        self.weights = weights
+        self.digest = digest
+        self.device = device
+        # A GPU is fed whole batches at a time; 32 leaves most of a card idle.
+        self.batch_size = batch_size if device == "cpu" else max(batch_size, GPU_BATCH)
+        self._sample = sample
+        self._calibration = calibration
+        self._calibration_id = calibration_id
+        self._choice: precision.Choice | None = None
+        self._model = LazyModel(self._load)
+
+    def fingerprint(self) -> str:
+        base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
+        # fp32 keeps one fingerprint on every device (a GPU's fp32 vectors agree with the
+        # CPU's to rounding), so earlier indexes stay valid; int8 and fp16 vectors are never
+        # mixed with fp32 ones (an exact copy must score ~1).
+        chosen = self.precision().precision
+        if chosen == precision.FP32:
+            return base
+        return f"{base}:{self._int8_tag() if chosen == precision.INT8 else chosen}"
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        model = self._model.get()
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = self._on_device(to_batch(images[start : start + self.batch_size], self.mean, self.std))
+                with self._autocast():
+                    rows.append(self._forward(model, batch).float().cpu().numpy())
+        return l2_normalize(np.concatenate(rows))
+
+    def _on_device(self, batch):
+        if self.device == "cpu":
+            return batch
+        return batch.pin_memory().to(self.device, non_blocking=True)  # pinned: the copy overlaps
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.device != "cpu" and self._choice is not None and self._choice.precision == precision.FP16:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is built and ready: the first embed() no longer waits for it."""
+        return self._model.built
+
+    def _to_device(self, model):
+        """The built model moved to the GPU (subclasses whose model is several parts override)."""
+        return model.to(self.device)
+
+    def _build(self):
+        raise NotImplementedError
+
+    def _int8_tag(self) -> str:
+        """How the int8 rows were made, as far as it changes them."""
+        return self.int8_method
+
+    def _fp32(self, model):
+        """The built model made ready to run in fp32 (e.g. frozen)."""
+        return model
+
+    def _quantized(self, model):
+        """The model in int8, for subclasses that offer it (`offers_int8`)."""
+        raise NotImplementedError
+
+    def _adopt(self, model, quantized):
+        """The model to keep once the lower precision is chosen."""
+        return quantized
+
+    def _forward(self, model, batch):
+        raise NotImplementedError
