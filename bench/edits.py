@@ -53,6 +53,34 @@ def twins_of(sig: np.ndarray, signatures: np.ndarray, threshold: float = 0.95) -
     return [int(i) for i in np.flatnonzero(close)]
 
 
+# Grey levels below this are the design's ink, above it the page.
+JUDGE_INK = 235
+# Content pictures correlating this well (as is or mirrored) are one design drawn twice.
+JUDGE_SAME_DESIGN = 0.9
+
+
+def content_signature(path: Path) -> np.ndarray:
+    """The independent judge's picture of a design: its content (the box around its ink),
+    flattened on white with PIL alone, letterboxed to 32x32 grey, mean-centred, unit length.
+    It shares no code with Lookalike's decoder, thumbprints or verifier."""
+    with Image.open(path) as opened:
+        rgba = opened.convert("RGBA")
+    page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    grey = Image.alpha_composite(page, rgba).convert("L")
+    box = Image.eval(grey, lambda v: 255 if v < JUDGE_INK else 0).getbbox()
+    content = grey.crop(box) if box else grey
+    square = Image.new("L", (max(content.size),) * 2, 255)
+    square.paste(content, ((square.width - content.width) // 2, (square.height - content.height) // 2))
+    values = np.asarray(square.resize((32, 32), Image.Resampling.BOX), dtype=np.float32).ravel()
+    values -= values.mean()
+    return values / max(float(np.linalg.norm(values)), 1e-6)
+
+
+def same_design(sig: np.ndarray, signatures: np.ndarray, threshold: float = JUDGE_SAME_DESIGN) -> list[int]:
+    """Designs whose content signature correlates with `sig` (or its mirror) at `threshold`."""
+    return twins_of(sig, signatures, threshold)
+
+
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")

@@ -15,6 +15,7 @@ files and on flattened ones.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import shutil
@@ -28,7 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edits import EDITS, apply, flatten, designs as openclipart, signature, twins_of  # noqa: E402
+from bench.edits import (EDITS, apply, content_signature, designs as openclipart, flatten, same_design,  # noqa: E402
+                         signature, twins_of)
 from engine.config import Config  # noqa: E402
 from engine import Engine  # noqa: E402
 from engine.match.search import search  # noqa: E402
@@ -50,9 +52,12 @@ def main() -> None:
     corpus, queries, negatives = build(args, work)
     engine = Engine(Config(images=work / "corpus", cache=work / "cache", threads=2))
     report = engine.reindex()
+    judged = judge_negatives(engine, negatives, args.negatives)
     queries, negatives, unfiltered, excluded = settle_truth(engine, queries, negatives, args.negatives)
     print(f"{excluded} negative candidates set aside: their unedited design is already in the corpus "
           f"under another name (a verified copy: mirrored twin, recoloured variant, derived work)")
+    print(f"{len(unfiltered) - len(judged)} of the first {len(unfiltered)} negative candidates set aside by the "
+          f"independent judge (content pictures correlating >= 0.9 with a corpus design, as is or mirrored)")
     shape = engine.status()["shape_network"] or "none"
     mode = f"CLIP {'on' if 'clip' in engine.snapshot.features else 'off'}, shape: {shape}"
     print(f"corpus {len(engine.snapshot.data)} images ({len(report.skipped)} skipped), "
@@ -63,6 +68,10 @@ def main() -> None:
           + "; ".join(f"{a} -> {b}" for a, b in ours["false_alarm_pairs"]))
     raw = evaluate_engine(engine, [], unfiltered)
     print(f"    false alarms on the first {len(unfiltered)} negative candidates, none set aside: {raw['false_alarm']:.3f}")
+    independent = evaluate_engine(engine, [], judged)
+    ours["false_alarm_independent"] = independent["false_alarm"]
+    print(f"    false alarms against the independent judge ({len(judged)} negatives): "
+          f"{independent['false_alarm']:.3f}: " + "; ".join(f"{a} -> {b}" for a, b in independent["false_alarm_pairs"]))
     print(f"verification: {ours['verify_ms']:.1f} ms per query on top of {ours['rank_ms']:.1f} ms ranking")
     if not args.no_peer:
         for flatten_first in (False, True):
@@ -154,6 +163,19 @@ def settle_truth(engine: Engine, queries, negatives, wanted: int):
     return queries, clean[:wanted], negatives[:wanted], len(negatives) - len(clean)
 
 
+def judge_negatives(engine: Engine, negatives, wanted: int) -> list[dict]:
+    """The first `wanted` negative candidates less those whose unedited source the
+    independent judge (bench/edits.py: content_signature) finds drawn in the corpus."""
+    root, names = engine.config.images, [entry.path for entry in engine.snapshot.data.entries]
+    cached = root.parent / "judge.npz"  # the corpus's signatures take minutes: kept with the corpus
+    if cached.exists() and list(np.load(cached)["names"]) == names:
+        corpus = np.load(cached)["signatures"]
+    else:
+        corpus = np.stack([content_signature(root / name) for name in names])
+        np.savez(cached, names=np.array(names), signatures=corpus)
+    return [n for n in negatives[:wanted] if not same_design(content_signature(Path(n["source"])), corpus)]
+
+
 def _write(image: Image.Image, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     image.convert("RGB").save(target)
@@ -163,14 +185,18 @@ def _write(image: Image.Image, target: Path) -> None:
 def evaluate_engine(engine: Engine, queries, negatives) -> dict:
     runs, verify_ms, rank_ms = [], [], []
     weights = engine.config.weights
+    snap = engine.snapshot
+    previews = engine.report.previews(snap)
     for query in queries + negatives:
-        image = engine.decode_query(Path(query["file"]).read_bytes()).image
-        snap = engine.snapshot
+        data = Path(query["file"]).read_bytes()
+        decoded = engine.decode_query(data)
+        image, size = decoded.image, (decoded.width, decoded.height)
         vectors = engine.networks.embed(image, snap.features)
         started = time.perf_counter()
         search(snap, vectors, None, 10, weights, FEATURE_NAMES)  # ranking alone
         ranked = time.perf_counter()
-        results = search(snap, vectors, image, 10, weights, FEATURE_NAMES)  # ranking + verification
+        results = search(snap, vectors, image, 10, weights, FEATURE_NAMES, hashlib.sha256(data).hexdigest(), size,
+                         previews)  # ranking + verification + drawings, as the engine searches
         finished = time.perf_counter()
         rank_ms.append(1000 * (ranked - started))
         verify_ms.append(1000 * ((finished - ranked) - (ranked - started)))

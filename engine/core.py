@@ -104,7 +104,7 @@ class Engine:
         weights = {**self.config.weights, **(weights or {})}
         # A feature weighted zero costs nothing: its network is not run for this query.
         query = self.networks.embed(image, tuple(n for n in snap.features if weights.get(n, 0) > 0))
-        return search(snap, query, image, top_k, weights, FEATURE_NAMES, sha256, size)
+        return search(snap, query, image, top_k, weights, FEATURE_NAMES, sha256, size, self.report.previews(snap))
 
     def search_text(
         self, text: str, top_k: int, image_data: bytes | None = None, text_weight: float = 0.5

@@ -212,3 +212,38 @@ def test_a_cross_site_form_cannot_reindex_with_a_remembered_basic_login(browser,
     assert posted.value.status in (401, 403)
     assert reindex_started_at() == before  # no reindex was started
     context.close()
+
+
+def test_the_compare_view_lays_the_match_over_the_query_and_says_why(page, cfg, collection):
+    """A rotated copy: its result opens side by side, warped onto the query by the
+    verified mapping, with the evidence in words."""
+    from playwright.sync_api import expect
+
+    from features import registry
+
+    extractors = {name: registry.build(name) for name in ("hsv", "orb", "orb_mirror", "thumbprint")}
+    engine = Engine(cfg, extractors=extractors)
+    engine.reindex()
+    from conftest import flat
+
+    rotated = flat(collection["design_03.png"]).rotate(30, expand=True, fillcolor="white")
+    with serving(cfg, engine) as url:
+        log_in(page, url, PASSWORD)
+        expect(page.locator("body[data-ready=true]")).to_be_attached()
+        drop(page, "#drop", encode(rotated), "turned.png", "image/png")
+        first = page.locator("#results .card").first
+        expect(first).to_have_attribute("data-path", "design_03.png")
+        first.locator(".compare-open").click()
+        dialog = page.locator("#compare")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#compare-title")).to_contain_text("design_03.png")
+        expect(page.locator("#compare-words")).to_contain_text("matching points")
+        expect(page.locator("#compare-words")).to_contain_text("rotated")
+        expect(page.locator("#compare-overlay")).to_be_visible()
+        assert "matrix3d" in page.locator("#compare-warped").evaluate("el => el.style.transform")
+        page.fill("#compare-mix", "1")
+        page.locator("#compare-mix").dispatch_event("input")
+        assert page.locator("#compare-warped").evaluate("el => el.style.opacity") == "1"
+        shot(page, "compare-view")
+        page.click("#compare-close")
+        expect(dialog).to_be_hidden()

@@ -67,7 +67,11 @@ def edge_agreement(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, src_
 
     `src` and `dst` are grey previews; `transform` (2x3, or 3x3 for a perspective)
     maps src analysis pixels (of its mirror image when `mirrored`) to dst analysis
-    pixels; the scales turn analysis pixels into preview pixels.
+    pixels; the scales turn analysis pixels into preview pixels.  The two are
+    compared where the design is drawn smaller: the other preview is resampled
+    into that one's pixels before its edges are found, so detail that the smaller
+    one could not show (a copy on a larger canvas, a zoomed crop) is not counted
+    as drawing of its own.
     """
     if mirrored:
         src = np.ascontiguousarray(src[:, ::-1])
@@ -75,11 +79,17 @@ def edge_agreement(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, src_
     if len(mapping) == 2:
         mapping = np.vstack([mapping, [0.0, 0.0, 1.0]])
     to_preview = np.diag([dst_scale, dst_scale, 1.0]) @ mapping @ np.diag([1 / src_scale, 1 / src_scale, 1.0])
+    if _magnification(to_preview) > 1:  # src is the smaller drawing: compare in its pixels
+        src, dst, to_preview = dst, src, np.linalg.inv(to_preview)
     size = (dst.shape[1], dst.shape[0])
-    src_edges = cv2.warpPerspective(_edges(src), to_preview, size, flags=cv2.INTER_NEAREST, borderValue=0)
-    inside = cv2.warpPerspective(np.full(src.shape, 255, np.uint8), to_preview, size, flags=cv2.INTER_NEAREST) > 0
-    dst_edges = _edges(dst) * inside  # only where the two overlap: a crop has no edges beyond
+    warped = cv2.warpPerspective(src, to_preview, size, flags=cv2.INTER_AREA, borderValue=255)
     near = np.ones((2 * TOLERANCE + 1, 2 * TOLERANCE + 1), np.uint8)
+    # Only where the two overlap (a crop has no edges beyond), less a band along the
+    # overlap's border, where the resampled picture meets the white around it.
+    inside = cv2.warpPerspective(np.full(src.shape, 255, np.uint8), to_preview, size, flags=cv2.INTER_NEAREST)
+    inside = cv2.erode(inside, near, borderValue=255) > 0
+    src_edges = _edges(warped) * inside
+    dst_edges = _edges(dst) * inside
     shares = []
     for edges, other in ((src_edges, dst_edges), (dst_edges, src_edges)):
         total = int(np.count_nonzero(edges))
@@ -88,6 +98,11 @@ def edge_agreement(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, src_
     if not shares:
         return Agreement(1.0, 1.0)  # no drawing on either side: nothing contradicts
     return Agreement(min(shares), max(shares))
+
+
+def _magnification(mapping: np.ndarray) -> float:
+    """How much a 3x3 mapping enlarges, near the origin of its linear part."""
+    return float(np.sqrt(abs(np.linalg.det(mapping[:2, :2]))))
 
 
 def content_agreement(src: np.ndarray, dst: np.ndarray) -> Agreement:

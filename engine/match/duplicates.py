@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 
 from engine.index.neighbours import library_vectors
-from engine.match.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
+from engine.match.judge import compares_drawing, drawing_of, judge
 from engine.index.snapshot import Snapshot
 from engine.index.store import Entry
 from engine.images.uploads import UPLOAD_FOLDER
-from engine.match.verdict import DUPLICATE, EXACT, SIMILAR, VERDICT_ORDER, support, verdict, verified
+from engine.match.verdict import DUPLICATE, EXACT, VERDICT_ORDER, support, verified
 from engine.match.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
 from features import thumbprint
 
@@ -35,11 +35,6 @@ FLOOR_SCORE = 0.3
 SCORE_SLICE = 1024
 # Content areas within this share of the largest are the same size, as far as previews tell.
 SAME_AREA = 0.95
-# Thumbprints this close (and of as much ink) are one picture at 24 px, to within
-# re-encoding noise: their previews are not compared.  Aligning previews by the
-# designs' extents fails where the preview shows little ink (a white letter placed
-# on a canvas: 0.63 of its edges found); a lower value lets lookalikes past.
-CERTAIN_TWIN = 0.999
 
 # Preview pixels darker than this are the design's ink (previews are flattened on white).
 INK_LEVEL = 245
@@ -159,17 +154,13 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
             key = (min(i, j), max(i, j))
             cosines = {n: float(data.vectors[n][i] @ data.vectors[n][j]) for n in snapshot.features}
             check = replace(checks.get(j, NONE), twin=twins.get(j, 0.0))
-            drawing = _drawing(snapshot, previews, i, j, check)
-            if drawing is not None and verified(check) and not drawing.shared():
-                # A template's points, or thumbprints alike only at 24 px (stars of 51 and 81 points).
-                check = replace(check, inliers=0, transform=None, twin=0.0)
             first, second = data.entries[i], data.entries[j]
-            label = verdict(cosines, score, check, first.sha256 == second.sha256,
-                            (first.width, first.height) == (second.width, second.height), snapshot.score_networks)
-            confirmed_by_points = verified(check)
-            if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
-                # Too few points alone, but the aligned drawings coincide: two kinds of evidence.
-                label, confirmed_by_points = DUPLICATE, True
+            sizes = (first.width, first.height), (second.width, second.height)
+            drawing = None
+            if previews is not None and compares_drawing(check):
+                drawing = drawing_of(check, previews(i), sizes[0], previews(j), sizes[1])
+            label, check, confirmed_by_points, _ = judge(cosines, score, check, first.sha256 == second.sha256,
+                                                         sizes[0] == sizes[1], snapshot.score_networks, drawing)
             if label not in (EXACT, DUPLICATE):
                 continue
             pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
@@ -188,32 +179,6 @@ def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, flo
     colours = data.vectors["hsv"] if "hsv" in snapshot.features else None
     return twin_checks(data.vectors["thumbprint"][row], snapshot.thumbprints, colours,
                        None if colours is None else colours[row], rows=candidates, inks=snapshot.inks)
-
-
-def _drawing(snapshot: Snapshot, previews: Previews | None, i: int, j: int, check) -> Agreement | None:
-    """How far the two previews share their drawing, aligned by the check's transform (i -> j).
-
-    Twins not verified by their points as well are aligned by their designs'
-    extents.  None where nothing would be decided by it: no previews, too few
-    points and no twin (most candidates in a library pass), or a twin beyond doubt."""
-    if previews is None or not (verified(check) or support(check) > 0):
-        return None
-    if check.twin >= CERTAIN_TWIN and not _rests_on_points(check):
-        return None  # one picture at 24 px: nothing to learn from the previews
-    src, dst = previews(i), previews(j)
-    if src is None or dst is None:
-        return None  # nothing to compare with: the other checks stand
-    if check.twin >= TWIN_CORRELATION and not _rests_on_points(check):
-        return content_agreement(src, dst)  # twins carry no transform: align the designs' extents
-    a, b = snapshot.data.entries[i], snapshot.data.entries[j]
-    return edge_agreement(src, dst, check.matrix(),
-                          analysis_to_preview(src, a.width, a.height), analysis_to_preview(dst, b.width, b.height),
-                          check.mirrored)
-
-
-def _rests_on_points(check) -> bool:
-    """Whether the local-feature points alone, without the thumbprints, make a verified copy."""
-    return check.transform is not None and verified(replace(check, twin=0.0))
 
 
 def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:

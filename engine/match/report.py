@@ -5,15 +5,13 @@ floor and is cached; a threshold is then only a filter.
 """
 from __future__ import annotations
 
-import functools
 import threading
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
-from engine.images.thumbs import thumb_path
+from engine.images.thumbs import preview_reader
 from engine.index.snapshot import Snapshot
 from engine.match.duplicates import CANDIDATE_SCORE, FLOOR_SCORE, Group, find_groups, find_pairs, group_pairs
 
@@ -45,15 +43,7 @@ class DuplicateReport:
 
     def previews(self, snap: Snapshot) -> Callable[[int], np.ndarray | None]:
         """Grey previews of the snapshot's rows, read from the thumbnails (a few hundred kept)."""
-        @functools.lru_cache(maxsize=512)
-        def preview(row: int) -> np.ndarray | None:
-            try:
-                with Image.open(thumb_path(self.thumbs_dir, snap.data.entries[row].sha256)) as image:
-                    return np.asarray(image.convert("L"))
-            except OSError:
-                return None
-
-        return preview
+        return preview_reader(self.thumbs_dir, lambda row: snap.data.entries[row].sha256)
 
     def _pairs_for(self, snap: Snapshot) -> list:
         with self._lock:

@@ -3,7 +3,7 @@ exact re-scoring under the query's weights, geometric verification, verdicts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from PIL import Image
@@ -11,7 +11,9 @@ from PIL import Image
 from engine.images.decode import analysis_scale
 from engine.match.localindex import QUERY_PROBES
 from engine.index.snapshot import Snapshot, cosines
-from engine.match.verdict import VERDICT_ORDER, confidence, support, verdict, verified
+from engine.images.thumbs import grey_preview
+from engine.match.judge import Judgement, compares_drawing, drawing_of, judge
+from engine.match.verdict import VERDICT_ORDER, confidence, support, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
 from features.fusion import fuse_query, normalize_weights, weighted_score
@@ -20,6 +22,8 @@ from features.fusion import fuse_query, normalize_weights, weighted_score
 OVERFETCH = 4
 # Verified (or locally supported) images added to the candidates even when their fused score is low.
 LOCAL_CANDIDATES = 20
+# The stored grey preview of an indexed row, or None where there is none.
+Previews = Callable[[int], "np.ndarray | None"]
 # Fused neighbours fetched however few results are asked for: the verifier reorders them.
 MIN_FUSED_CANDIDATES = 50
 
@@ -38,6 +42,10 @@ class SearchResult:
     box: tuple[int, int, int, int] | None = None
     mirrored: bool = False
     confidence: float = 0.0
+    # The verified mapping from the query's analysis picture (512 px) to this design's
+    # (3x3, row by row), and the shares of each drawing found in the other once aligned.
+    transform: tuple[float, ...] | None = None
+    drawing: tuple[float, float] | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -46,6 +54,8 @@ class SearchResult:
             "verdict": self.verdict, "confidence": round(self.confidence, 6), "inliers": self.inliers,
             "box": list(self.box) if self.box else None, "mirrored": self.mirrored,
             "width": self.width, "height": self.height,
+            "transform": [round(v, 6) for v in self.transform] if self.transform else None,
+            "drawing": [round(v, 3) for v in self.drawing] if self.drawing else None,
         }
 
 
@@ -58,11 +68,13 @@ def search(
     all_features: tuple[str, ...],
     query_sha256: str | None = None,
     query_size: tuple[int, int] | None = None,
+    previews: Previews | None = None,
 ) -> list[SearchResult]:
     """The top_k images: copies first, then by confidence (fused score and local support).
 
     `query_size`: the query's own pixel size, for telling the same picture (`exact`)
-    from a resized or re-canvassed copy."""
+    from a resized or re-canvassed copy.  `previews`: the stored grey preview of a
+    row, for comparing drawings (engine/match/judge.py); without it, points alone decide."""
     features = [n for n in snapshot.features if n in query and weights.get(n, 0) > 0]
     if not features or snapshot.size == 0 or top_k <= 0:
         return []
@@ -76,8 +88,10 @@ def search(
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
-    results = _score(snapshot, query, shares, np.array(list(rows)), checks, all_features, query_sha256, query_size,
-                     regions)
+    asked = _Query(query, shares, all_features, query_sha256, query_size,
+                   grey_preview(image) if image is not None and previews is not None else None,
+                   None if image is None else image.size)
+    results = _score(snapshot, asked, np.array(list(rows)), checks, regions, previews)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
 
@@ -95,7 +109,8 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
             region = owner - snapshot.local.images
             parent = int(snapshot.region_parent[region]) if region >= 0 else -1
             if parent >= 0 and check.inliers > checks.get(parent, NONE).inliers:
-                checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]))
+                checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]),
+                                         region=True)
     if snapshot.thumbprints is not None:
         colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
         twins = twin_checks(thumbprint.grid(image), snapshot.thumbprints, colours, query.get("hsv"),
@@ -144,35 +159,68 @@ def _fused_candidates(snapshot: Snapshot, vector: np.ndarray, k: int) -> Iterabl
     return (int(r) for r in rows[0] if r >= 0)
 
 
-def _score(snapshot, query, shares, rows, checks, all_features, query_sha256, query_size, regions) -> list[SearchResult]:
+@dataclass(frozen=True)
+class _Query:
+    vectors: Mapping[str, np.ndarray]
+    shares: Mapping[str, float]
+    all_features: tuple[str, ...]
+    sha256: str | None
+    size: tuple[int, int] | None
+    preview: np.ndarray | None  # grey, as a stored preview
+    analysis_size: tuple[int, int] | None  # of the decoded picture the points are in
+
+
+def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
+           previews: Previews | None) -> list[SearchResult]:
     """One result per image: its whole-picture score, or its best region's when that is higher."""
-    per_feature = cosines(snapshot, {n: query[n] for n in shares}, rows)
-    fused = weighted_score(per_feature, shares)
+    per_feature = cosines(snapshot, {n: query.vectors[n] for n in query.shares}, rows)
+    fused = weighted_score(per_feature, query.shares)
     results = []
     for j, row in enumerate(rows):
         entry = snapshot.data.entries[row]
-        scores = {n: (float(per_feature[n][j]) if n in per_feature else None) for n in all_features}
+        scores = {n: (float(per_feature[n][j]) if n in per_feature else None) for n in query.all_features}
         score = float(fused[j])
         size = (entry.width, entry.height)
-        check = checks.get(int(row), NONE)
         region = regions.get(int(row))
         if region is not None and region[0] > score:
             score = region[0]
-            scores = {n: (region[1][n] if n in region[1] else None) for n in all_features}
+            scores = {n: (region[1][n] if n in region[1] else None) for n in query.all_features}
+        active = {n: v for n, v in scores.items() if v is not None}
+        judged = _judge(snapshot, query, int(row), active, score, checks.get(int(row), NONE), previews)
+        check = judged.check
         # A proposal outlines a whole design; verified points often cover only part of it.
         outline = _region_around(snapshot, int(row), check.box) if check.box else (region[2] if region else None)
         if outline is not None:
             check = replace(check, box=tuple(outline))
         check = check.scaled(analysis_scale(*size), size)
-        active = {n: v for n, v in scores.items() if v is not None}
         results.append(SearchResult(
-            path=entry.path, score=score, scores=scores,
-            verdict=verdict(active, score, check, entry.sha256 == query_sha256, query_size == size,
-                            snapshot.score_networks),
+            path=entry.path, score=score, scores=scores, verdict=judged.verdict,
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
             inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
+            transform=_as_3x3(check), drawing=None if judged.drawing is None else tuple(judged.drawing),
         ))
     return results
+
+
+def _judge(snapshot: Snapshot, query: _Query, row: int, scores, score: float, check: Verification,
+           previews: Previews | None) -> Judgement:
+    entry = snapshot.data.entries[row]
+    size = (entry.width, entry.height)
+    drawing = None
+    if previews is not None and query.preview is not None and compares_drawing(check):
+        drawing = drawing_of(check, query.preview, query.analysis_size, previews(row), size)
+    return judge(scores, score, check, entry.sha256 == query.sha256, query.size == size,
+                 snapshot.score_networks, drawing)
+
+
+def _as_3x3(check: Verification) -> tuple[float, ...] | None:
+    """The verified mapping as a 3x3 matrix, row by row; None for none or a region's crop."""
+    matrix = check.matrix()
+    if matrix is None or check.region:
+        return None
+    if len(matrix) == 2:
+        matrix = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    return tuple(float(v) for v in matrix.ravel())
 
 
 def _region_around(snapshot: Snapshot, row: int, box: tuple) -> tuple | None:

@@ -40,6 +40,7 @@ class Verification:
     # The mapping found (query -> candidate), row by row: the 2x3 similarity, or a 3x3
     # mild perspective where one explains more of the points (a photo taken at an angle).
     transform: tuple[float, ...] | None = None
+    region: bool = False  # made on a design cut from a sheet: the transform is in the crop's pixels
 
     def matrix(self) -> np.ndarray | None:
         """The mapping as a 2x3 or 3x3 matrix (what engine/match/agreement.py takes)."""

@@ -5,6 +5,8 @@ const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const FEATURES = { clip: "semantic", resnet: "shape", hsv: "colour" };
 let lastFile = null;
+let queryUrl = null;  // the dropped design, for the compare view
+let shownFile = null;
 
 function post(url, body) {
   return fetch(url, { method: "POST", body, headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
@@ -13,8 +15,11 @@ function post(url, body) {
 async function search(file) {
   lastFile = file;
   const preview = $("query-preview");
-  if (file) {
-    preview.src = URL.createObjectURL(file);
+  if (file && file !== shownFile) {
+    shownFile = file;
+    if (queryUrl) URL.revokeObjectURL(queryUrl);
+    queryUrl = URL.createObjectURL(file);
+    preview.src = queryUrl;
     preview.hidden = false;
   }
   $("message").textContent = "Searching…";
@@ -76,7 +81,10 @@ function render(results) {
       <div class="name" title="${escapeHtml(r.path)}">${escapeHtml(r.path)}</div>
       <div class="bars">${bars}</div>
       ${colourOnly ? `<div class="why">matched by colour and local features only</div>` : ""}
-      ${r.inliers ? `<div class="why">${r.inliers} matched points${r.mirrored ? " (mirrored)" : ""}</div>` : ""}`;
+      ${r.inliers ? `<div class="why">${r.inliers} matched points${r.mirrored ? " (mirrored)" : ""}</div>` : ""}
+      ${lastFile ? `<button type="button" class="compare-open">Compare</button>` : ""}`;
+    const open = card.querySelector(".compare-open");
+    if (open) open.addEventListener("click", () => window.lookalikeCompare.openCompare(r, queryUrl));
     return card;
   });
   $("results").replaceChildren(...cards);
@@ -167,5 +175,6 @@ async function watchNetworks() {
 showTime(parseFloat($("status-last").dataset.ts));
 if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
+window.lookalikeCompare.wireCompare();
 // Handlers are wired: lets a waiting script (the browser tests) know the page is live.
 document.body.dataset.ready = "true";
