@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--csv", action="store_true", help="CSV: group, path, suggestion")
     dups.set_defaults(handler=cmd_duplicates)
 
+    calibrate = sub.add_parser("calibrate", parents=[common],
+                               help="choose the verdicts' thresholds on this collection's own designs")
+    calibrate.add_argument("--sample", type=int, default=300, help="designs to make edited copies of (default 300)")
+    calibrate.add_argument("--target-false-alarms", type=float, default=0.01, metavar="F",
+                           help="largest share of unrelated designs that may be called copies (default 0.01)")
+    calibrate.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    calibrate.set_defaults(handler=cmd_calibrate)
+
     password = sub.add_parser("set-password", parents=[common], help="set the web password (stored hashed)")
     password.set_defaults(handler=cmd_set_password)
     return parser
@@ -189,6 +197,42 @@ def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
             for pair in group.pairs:
                 print(f"  {pair.verdict:9s} {pair.score:.3f} {pair.inliers:4d} inliers  {pair.a}  <->  {pair.b}")
         print(f"{len(groups)} groups, {sum(len(g.paths) for g in groups)} images")
+    return 0
+
+
+def cmd_calibrate(config: Config, args: argparse.Namespace) -> int:
+    from engine import Engine
+    from engine.match.calibration import TooSmall
+
+    if not 0 <= args.target_false_alarms < 1 or args.sample < 1:
+        print("error: --sample must be positive and --target-false-alarms between 0 and 1", file=sys.stderr)
+        return 2
+    engine = Engine(config)
+    engine.reindex()  # calibrate on the collection as it is now (an unchanged one costs a scan)
+    bar = None
+    if not args.json:
+        from tqdm import tqdm
+
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            bar = bar or tqdm(total=total, unit="design", desc="calibrating", file=sys.stderr)
+            bar.update(done - bar.n)
+    try:
+        made = engine.calibrate(args.sample, args.target_false_alarms, None if args.json else progress)
+    except TooSmall as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = made.as_dict()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        score = "off" if made.duplicate_score is None else f"{made.duplicate_score:.3f}"
+        print(f"Verdicts {made.summary()} (target {100 * made.target_false_alarms:.1f}%): "
+              f"{made.copies} edited copies, {made.negatives} negatives; a fused score makes a copy from {score}, "
+              f"the same picture needs every cosine >= {made.exact_cosine:.3f}")
     return 0
 
 

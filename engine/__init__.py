@@ -27,6 +27,7 @@ _EXPORTS = {
     "CorruptIndex": "engine.index.store",
     "UnreadableImage": "engine.images.decode", "Added": "engine.images.uploads",
     "SearchResult": "engine.match.search", "Group": "engine.match.duplicates",
+    "CalibrationRunning": "engine.match.calibration_job", "TooSmall": "engine.match.calibration",
     "FetchFailed": "engine.models.download", "ModelsFolderUnwritable": "engine.models.download",
     "DeviceUnavailable": "features.device",
     "atomic_write": "features.files",

@@ -11,20 +11,19 @@ import hashlib
 import logging
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Mapping
 
 from PIL import Image
 
 from engine.config import Config
-from engine.images.decode import Decoded, UnreadableImage, decode
-from engine.images.scan import served_image
-from engine.images.thumbs import restore_thumb
-from engine.images.uploads import Added, add_to_collection
+from engine.images.decode import Decoded, decode
+from engine.images.files import CollectionFiles
 from engine.index.job import ReindexJob, ReindexProgress
 from engine.index.pipeline import IndexReport
 from engine.index.published import PublishedIndex
 from engine.index.snapshot import Snapshot, fused_features
+from engine.match.calibration import DEFAULT_SAMPLE, DEFAULT_TARGET, Calibration
+from engine.match.calibration_job import CalibrationJob
 from engine.match.duplicates import Group, to_csv
 from engine.match.report import DuplicateReport
 from engine.match.search import SearchResult, search
@@ -54,10 +53,13 @@ class Engine:
         self.config = config
         one_blas_thread()
         self.networks = Networks(config, extractors)
-        self.index = PublishedIndex(config.index_file, lambda: self.networks.fused, config.weights)
+        self.index = PublishedIndex(config.index_file, lambda: self.networks.fused, config.weights,
+                                    lambda snapshot: self.calibration.thresholds(snapshot))
         self.job = ReindexJob(config, self.networks, self.index)
         self.report = DuplicateReport(config.thumbs_dir)
         self._decoder = ThreadPoolExecutor(max_workers=max(1, config.decode_slots), thread_name_prefix="lookalike-decode")
+        self.calibration = CalibrationJob(config, self.networks, self.index, self.report, self.decode_query)
+        self.files = CollectionFiles(config, lambda: self.snapshot, self._decoder)
         _LIVE.add(self)
 
     # -- reading -----------------------------------------------------------
@@ -79,6 +81,7 @@ class Engine:
             "skipped": len(data.skipped), "reindex": self.progress.as_dict(),
             "networks_loading": self.networks.loading, "collection_problem": self.job.collection_problem,
             "device": self.networks.device, "shape_network": self.networks.shape_network,
+            "verdicts": self.calibration.note(data, features), "calibration": self.calibration.progress.as_dict(),
         }
 
     def decode_query(self, data: bytes) -> Decoded:
@@ -126,33 +129,6 @@ class Engine:
     def warm_networks(self) -> Future:
         return self.networks.warm()
 
-    # -- the collection's files -------------------------------------------
-    def image_file(self, relative: str) -> tuple[Path, str] | None:
-        """A collection image and its MIME type; None for anything else (never outside it)."""
-        return served_image(self.config.images, relative)
-
-    def thumbnail(self, relative: str) -> Path | None:
-        """The preview file of an indexed design, made again if it went missing from the
-        cache; None when the design is not indexed or its file no longer holds those bytes."""
-        snap = self.snapshot
-        row = snap.row_of.get(relative)
-        if row is None:
-            return None
-        entry = snap.data.entries[row]
-
-        def decode_preview(data: bytes) -> Image.Image:
-            return self._decoder.submit(decode, data, max_pixels=self.config.index_max_pixels).result().image
-
-        try:
-            return restore_thumb(self.config.images, self.config.thumbs_dir, entry.path, entry.sha256, decode_preview)
-        except (OSError, UnreadableImage) as exc:
-            log.warning("No preview for %s: %s", relative, exc)
-            return None
-
-    def add_design(self, name: str, data: bytes) -> Added:
-        """Save an uploaded design into the collection (reindex to make it searchable)."""
-        return add_to_collection(self.config.images, name, data, self.config.upload_max_pixels)
-
     # -- duplicates --------------------------------------------------------
     def duplicates(self, threshold: float | None = None) -> list[Group]:
         """Every duplicate group in the current index."""
@@ -168,6 +144,19 @@ class Engine:
 
     def warm_duplicates(self) -> None:
         self.report.warm(lambda: self.snapshot)
+
+    # -- calibration -------------------------------------------------------
+    def calibrate(self, sample: int = DEFAULT_SAMPLE, target: float = DEFAULT_TARGET,
+                  progress: Callable[[int, int], None] | None = None) -> Calibration:
+        """Choose the verdicts' thresholds on this collection (engine/match/calibration.py)."""
+        return self.calibration.run(sample, target, progress)
+
+    def start_calibration(self, sample: int = DEFAULT_SAMPLE, target: float = DEFAULT_TARGET) -> None:
+        self.calibration.start(sample, target)
+
+    def keep_calibrated(self) -> None:
+        """Calibrate by itself after an index whose features have no calibration yet."""
+        self.job.finished_listeners.append(self.calibration.when_needed)
 
     # -- indexing ----------------------------------------------------------
     def reindex(self) -> IndexReport:
@@ -195,6 +184,7 @@ class Engine:
         the interpreter exits aborts the process ("terminate called without an active
         exception"), which turns a clean exit into a crash."""
         self.job.close(timeout)
+        self.calibration.close(timeout)
         self.report.close(timeout)
         self.networks.close(timeout)
         self._decoder.shutdown(wait=True, cancel_futures=True)

@@ -301,3 +301,17 @@ create_app(config).test_client().get("/login")
         result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
         shutil.rmtree(tmp_path / "images")
+
+
+def test_calibration_is_started_and_watched_over_the_api(app, client):
+    """Twelve designs are too few: the run ends at once, says why, and the built-in
+    thresholds stay (what the page shows beside its Calibrate button)."""
+    started = client.post("/calibrate", headers=basic())
+    assert started.status_code == 202
+    assert app.extensions["engine"].calibration.wait(300)
+    state = client.get("/calibrate", headers=basic()).get_json()
+    assert not state["running"] and "too few to calibrate" in state["error"]
+    assert state["verdicts"] == client.get("/health", headers=basic()).get_json()["verdicts"]
+    assert "not calibrated" in state["verdicts"]
+    page = client.get("/", headers=basic()).get_data(as_text=True)
+    assert 'id="calibrate"' in page and "not calibrated on this collection" in page

@@ -20,6 +20,7 @@ def create_app(config: Config, engine=None) -> Flask:
     if engine is None:
         engine = Engine(config)
         engine.keep_duplicates_warm()
+        engine.keep_calibrated()
         engine.warm_networks()
         engine.keep_up_to_date(config.rescan_minutes)
     # Only static/ui is public; the sample collection under static/images is served

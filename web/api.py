@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, current_app, jsonify, request, send_file
 
-from engine import ReindexRunning, TextSearchUnavailable, UnreadableImage, parse_weights
+from engine import CalibrationRunning, ReindexRunning, TextSearchUnavailable, UnreadableImage, parse_weights
 from web.current import config, engine
 
 bp = Blueprint("api", __name__)
@@ -60,7 +60,7 @@ def add_images():
     files = request.files.getlist("images")
     if not files:
         return bad_request("send the designs as multipart field 'images' (several allowed)")
-    added = [engine().add_design(f.filename or "design", f.read()) for f in files]
+    added = [engine().files.add_design(f.filename or "design", f.read()) for f in files]
     body = {"added": [a.path for a in added if a.path], "rejected": [{"name": a.name, "reason": a.error} for a in added if a.error]}
     return jsonify(body), (201 if body["added"] else 400)
 
@@ -72,6 +72,22 @@ def start_reindex():
     except ReindexRunning:
         return jsonify(error="a reindex is already running", progress=engine().progress.as_dict()), 409
     return jsonify(status="started", progress=engine().progress.as_dict()), 202
+
+
+@bp.post("/calibrate")
+def start_calibration():
+    """Choose the verdicts' thresholds on this collection, in the background."""
+    try:
+        engine().start_calibration()
+    except CalibrationRunning:
+        return jsonify(error="a calibration is already running", progress=engine().status()["calibration"]), 409
+    return jsonify(status="started", progress=engine().status()["calibration"]), 202
+
+
+@bp.get("/calibrate")
+def calibration_progress():
+    status = engine().status()
+    return jsonify(status["calibration"] | {"verdicts": status["verdicts"]})
 
 
 @bp.get("/reindex")
@@ -118,7 +134,7 @@ def _threshold(value: str | None) -> float | None:
 
 @bp.get("/image/<path:relative>")
 def image(relative: str):
-    found = engine().image_file(relative)
+    found = engine().files.image_file(relative)
     if found is None:
         return bad_request("no such image in the collection", 404)
     path, mimetype = found
@@ -127,7 +143,7 @@ def image(relative: str):
 
 @bp.get("/thumb/<path:relative>")
 def thumb(relative: str):
-    path = engine().thumbnail(relative)
+    path = engine().files.thumbnail(relative)
     if path is None:
         return image(relative)  # not indexed (yet): the image itself, if it is one
     return send_file(path, mimetype="image/jpeg", max_age=THUMB_CACHE_SECONDS)

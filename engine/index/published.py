@@ -7,19 +7,24 @@ when a reindex saves new data, so a search never sees half an index.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 from engine.index import store
 from engine.index.snapshot import Snapshot, build_snapshot
 from engine.index.store import IndexData
+from engine.match.verdict import BUILT_IN, Thresholds
 
 
 class PublishedIndex:
-    def __init__(self, index_file: Path, fused: Callable[[], tuple[str, ...]], weights: Mapping[str, float]) -> None:
-        """`fused`: the fused features that have an extractor now (they change as weights appear)."""
+    def __init__(self, index_file: Path, fused: Callable[[], tuple[str, ...]], weights: Mapping[str, float],
+                 thresholds: Callable[[Snapshot], Thresholds] = lambda snapshot: BUILT_IN) -> None:
+        """`fused`: the fused features that have an extractor now (they change as weights appear);
+        `thresholds`: the verdicts' thresholds for a snapshot (calibrated for its features, or built in)."""
         self._fused = fused
         self._weights = weights
+        self._thresholds = thresholds
         self._data = store.load_or_empty(index_file)
         self._built: Snapshot | None = None
         self._lock = threading.Lock()
@@ -50,5 +55,12 @@ class PublishedIndex:
                 self._data = data
                 self._built = None if current is None else self._build(data)
 
+    def recalibrated(self) -> None:
+        """Take up thresholds calibrated since the snapshot was built (nothing is rebuilt)."""
+        with self._lock:
+            if self._built is not None:
+                self._built = replace(self._built, thresholds=self._thresholds(self._built))
+
     def _build(self, data: IndexData) -> Snapshot:
-        return build_snapshot(data, self._fused(), self._weights)
+        snapshot = build_snapshot(data, self._fused(), self._weights)
+        return replace(snapshot, thresholds=self._thresholds(snapshot))

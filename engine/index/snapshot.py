@@ -14,7 +14,7 @@ import numpy as np
 from engine.index.neighbours import VectorIndex, exact_vectors
 from engine.index.store import IndexData
 from engine.match.localindex import LocalIndex
-from engine.match.verdict import UNCALIBRATED_SCORES
+from engine.match.verdict import BUILT_IN, UNCALIBRATED_SCORES, Thresholds
 from features import registry, thumbprint
 from features.fusion import fuse, normalize_weights
 
@@ -34,6 +34,7 @@ class Snapshot:
     region_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # image row of each region
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
     inks: np.ndarray | None = None  # how much ink each thumbprint holds (thumbprint.ink)
+    thresholds: Thresholds = BUILT_IN  # of the verdict rules: calibrated on this collection, or built in
 
     @property
     def size(self) -> int:
@@ -44,7 +45,10 @@ class Snapshot:
         """The network features whose fused score may call a pair a copy without local
         evidence (engine/match/verdict.py): not the bundled EfficientNet-Lite0, on which a fused
         score of 0.90 called 8% of clean negatives copies (bench/quality.py)."""
-        return frozenset(name for name in set(registry.NETWORKS) & set(self.features)
+        networks = set(registry.NETWORKS) & set(self.features)
+        if self.thresholds.calibrated:  # thresholds measured with these very networks
+            return frozenset(networks)
+        return frozenset(name for name in networks
                          if not self.data.fingerprints.get(name, "").startswith(UNCALIBRATED_SCORES))
 
     def region_boxes_of(self, row: int) -> list[tuple]:
@@ -73,7 +77,8 @@ def fused_features(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     return features, (normalize_weights(weights, features) if features else {})
 
 
-def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float]) -> Snapshot:
+def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float],
+                   thresholds: Thresholds = BUILT_IN) -> Snapshot:
     """Fuse the active features of every row and put them in a flat inner-product index."""
     features, used = fused_features(data, active, weights)
     dim = sum(data.vectors[n].shape[1] for n in features)
@@ -85,7 +90,7 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     region_index, region_weights = _region_index(data, features, used)
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_weights=region_weights,
-                    region_parent=_region_parents(data), **_thumbprints(data))
+                    region_parent=_region_parents(data), thresholds=thresholds, **_thumbprints(data))
 
 
 def _thumbprints(data: IndexData) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from engine.index.neighbours import library_vectors
-from engine.match.judge import compares_drawing, drawing_of, judge
+from engine.match.judge import Evidence, compares_drawing, drawing_of, judge
 from engine.index.snapshot import Snapshot
 from engine.index.store import Entry
 from engine.images.uploads import UPLOAD_FOLDER
@@ -159,8 +159,9 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
             drawing = None
             if previews is not None and compares_drawing(check):
                 drawing = drawing_of(check, previews(i), sizes[0], previews(j), sizes[1])
-            label, check, confirmed_by_points, _ = judge(cosines, score, check, first.sha256 == second.sha256,
-                                                         sizes[0] == sizes[1], snapshot.score_networks, drawing)
+            evidence = Evidence(cosines, score, check, first.sha256 == second.sha256, sizes[0] == sizes[1],
+                                snapshot.score_networks, drawing)
+            label, check, confirmed_by_points, _ = judge(evidence, snapshot.thresholds)
             if label not in (EXACT, DUPLICATE):
                 continue
             pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,

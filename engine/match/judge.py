@@ -15,7 +15,7 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from engine.match.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
-from engine.match.verdict import DUPLICATE, SIMILAR, support, verdict, verified
+from engine.match.verdict import BUILT_IN, DUPLICATE, SIMILAR, Thresholds, support, verdict, verified
 from engine.match.verify import TWIN_CORRELATION, Verification
 
 # Thumbprints this close (and of as much ink) are one picture at 24 px, to within
@@ -23,6 +23,19 @@ from engine.match.verify import TWIN_CORRELATION, Verification
 # designs' extents fails where the preview shows little ink (a white letter placed
 # on a canvas: 0.63 of its edges found); a lower value lets lookalikes past.
 CERTAIN_TWIN = 0.999
+
+
+class Evidence(NamedTuple):
+    """What a pair's verdict is reached from (kept with a search result, so that
+    calibration can judge it again under other thresholds)."""
+
+    scores: Mapping[str, float]  # per-feature cosines
+    score: float  # the fused score
+    check: Verification  # local points and twin thumbprints
+    same_bytes: bool = False
+    same_size: bool = False
+    score_networks: frozenset[str] | None = None  # networks whose fused score may make a copy
+    drawing: Agreement | None = None  # how far the drawings are shared, where compared
 
 
 class Judgement(NamedTuple):
@@ -58,14 +71,13 @@ def compares_drawing(check: Verification) -> bool:
     return not (check.twin >= CERTAIN_TWIN and not _rests_on_points(check))  # one picture at 24 px
 
 
-def judge(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False,
-          same_size: bool = False, score_networks: frozenset[str] | None = None,
-          drawing: Agreement | None = None) -> Judgement:
+def judge(evidence: Evidence, limits: Thresholds = BUILT_IN) -> Judgement:
     """The verdict of a pair, with the drawing evidence where it was compared."""
+    scores, score, check, same_bytes, same_size, score_networks, drawing = evidence
     if drawing is not None and verified(check) and not drawing.shared():
         # A template's points, or thumbprints alike only at 24 px (stars of 51 and 81 points).
         check = replace(check, inliers=0, transform=None, twin=0.0)
-    label = verdict(scores, score, check, same_bytes, same_size, score_networks)
+    label = verdict(scores, score, check, same_bytes, same_size, score_networks, limits)
     by_points = verified(check)
     if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
         # Too few points alone, but the aligned drawings coincide: two kinds of evidence.

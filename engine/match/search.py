@@ -2,7 +2,7 @@
 exact re-scoring under the query's weights, geometric verification, verdicts."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -12,7 +12,7 @@ from engine.images.decode import analysis_scale
 from engine.match.localindex import QUERY_PROBES
 from engine.index.snapshot import Snapshot, cosines
 from engine.images.thumbs import grey_preview
-from engine.match.judge import Judgement, compares_drawing, drawing_of, judge
+from engine.match.judge import Evidence, Judgement, compares_drawing, drawing_of, judge
 from engine.match.verdict import VERDICT_ORDER, confidence, support, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
@@ -46,6 +46,7 @@ class SearchResult:
     # (3x3, row by row), and the shares of each drawing found in the other once aligned.
     transform: tuple[float, ...] | None = None
     drawing: tuple[float, float] | None = None
+    evidence: Evidence | None = field(default=None, repr=False, compare=False)  # what the verdict came from
 
     def as_dict(self) -> dict:
         return {
@@ -186,7 +187,7 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
             score = region[0]
             scores = {n: (region[1][n] if n in region[1] else None) for n in query.all_features}
         active = {n: v for n, v in scores.items() if v is not None}
-        judged = _judge(snapshot, query, int(row), active, score, checks.get(int(row), NONE), previews)
+        judged, evidence = _judge(snapshot, query, int(row), active, score, checks.get(int(row), NONE), previews)
         check = judged.check
         # A proposal outlines a whole design; verified points often cover only part of it.
         outline = _region_around(snapshot, int(row), check.box) if check.box else (region[2] if region else None)
@@ -198,19 +199,21 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
             inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
             transform=_as_3x3(check), drawing=None if judged.drawing is None else tuple(judged.drawing),
+            evidence=evidence,
         ))
     return results
 
 
 def _judge(snapshot: Snapshot, query: _Query, row: int, scores, score: float, check: Verification,
-           previews: Previews | None) -> Judgement:
+           previews: Previews | None) -> tuple[Judgement, Evidence]:
     entry = snapshot.data.entries[row]
     size = (entry.width, entry.height)
     drawing = None
     if previews is not None and query.preview is not None and compares_drawing(check):
         drawing = drawing_of(check, query.preview, query.analysis_size, previews(row), size)
-    return judge(scores, score, check, entry.sha256 == query.sha256, query.size == size,
-                 snapshot.score_networks, drawing)
+    evidence = Evidence(scores, score, check, entry.sha256 == query.sha256, query.size == size,
+                        snapshot.score_networks, drawing)
+    return judge(evidence, snapshot.thresholds), evidence
 
 
 def _as_3x3(check: Verification) -> tuple[float, ...] | None:

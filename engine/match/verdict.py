@@ -5,6 +5,7 @@ in the README.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -35,8 +36,22 @@ DUPLICATE_SCORE = 0.90
 SUPPORT_INLIERS = 20
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """The score thresholds of the verdict rules: built in, or calibrated on a studio's
+    own collection (engine/match/calibration.py)."""
+
+    exact_cosine: float = EXACT_COSINE
+    duplicate_score: float | None = DUPLICATE_SCORE  # None: a fused score alone never makes a copy
+    calibrated: bool = False  # chosen on this collection: the fused score of any network is trusted
+
+
+BUILT_IN = Thresholds()
+
+
 def verdict(scores: Mapping[str, float], score: float, check: Verification, same_bytes: bool = False,
-            same_size: bool = False, score_networks: frozenset[str] | None = None) -> str:
+            same_size: bool = False, score_networks: frozenset[str] | None = None,
+            limits: Thresholds = BUILT_IN) -> str:
     """Verdict from per-feature cosines, the fused score and the geometric check.
 
     `exact` means the same picture: identical bytes, or a picture of the same size
@@ -46,17 +61,18 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
     copy: unrelated line art shares a palette.  A score-based verdict needs a
     network feature whose fused score is trusted to make one (`score_networks`, by
     default any); otherwise only identical bytes or a geometric verification count.
+    `limits`: the score thresholds, built in unless calibrated.
     """
     if same_bytes:
         return EXACT
-    close = bool(scores) and min(scores.values()) >= EXACT_COSINE
+    close = bool(scores) and min(scores.values()) >= limits.exact_cosine
     networks = bool((set(registry.NETWORKS) if score_networks is None else score_networks) & set(scores))
     if close and same_size and not check.mirrored and _in_place(check):
         if verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
             return EXACT
         if networks and check.matches == 0:
             return EXACT  # no local features to consult: the networks agree
-    if verified(check) or (networks and score >= DUPLICATE_SCORE):
+    if verified(check) or (networks and limits.duplicate_score is not None and score >= limits.duplicate_score):
         return DUPLICATE
     return SIMILAR
 

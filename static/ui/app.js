@@ -110,15 +110,17 @@ $("top-k").addEventListener("change", () => { if (lastFile || $("text").value.tr
 ["w-clip", "w-resnet", "w-hsv", "ignore-colour"].forEach((id) =>
   $(id).addEventListener("change", () => { if (lastFile) search(lastFile); }));
 
-async function reindex() {
-  const response = await post("/reindex", new FormData());
+// Start a background job (202, or 409 when one is running already) and watch it.
+async function startJob(url, what, watch) {
+  const response = await post(url, new FormData());
   if (response.status !== 202 && response.status !== 409) {
     const body = await response.json().catch(() => ({}));
-    $("message").textContent = body.error || `reindex failed (${response.status})`;
+    $("message").textContent = body.error || `${what} failed (${response.status})`;
     return;
   }
-  watchProgress();
+  watch();
 }
+const reindex = () => startJob("/reindex", "reindex", watchProgress);
 
 async function watchProgress() {
   $("reindex").disabled = true;
@@ -148,6 +150,7 @@ async function refreshStatus() {
   $("status-images").textContent = status.images;
   $("status-features").textContent = status.features.join(", ") || "none";
   $("networks-loading").hidden = !status.networks_loading;
+  if (!status.calibration.running) $("status-verdicts").textContent = status.verdicts;
   showTime(status.last_indexed);
 }
 
@@ -156,6 +159,19 @@ function showTime(ts) {
 }
 
 $("reindex").addEventListener("click", reindex);
+
+
+async function watchCalibration() {
+  const state = await (await fetch("/calibrate", { credentials: "same-origin" })).json();
+  $("calibrate").disabled = state.running;
+  if (state.running) {
+    $("status-verdicts").textContent = `calibrating: ${state.done} / ${state.total || "…"} designs`;
+    setTimeout(watchCalibration, 1000);
+    return;
+  }
+  $("status-verdicts").textContent = state.error ? `${state.verdicts} (calibration: ${state.error})` : state.verdicts;
+}
+$("calibrate").addEventListener("click", () => startJob("/calibrate", "calibration", watchCalibration));
 $("add-files").addEventListener("change", async (ev) => {
   const form = new FormData();
   for (const file of ev.target.files) form.append("images", file);
@@ -175,6 +191,7 @@ async function watchNetworks() {
 showTime(parseFloat($("status-last").dataset.ts));
 if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
 fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
+fetch("/calibrate", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchCalibration(); });
 window.lookalikeCompare.wireCompare();
 // Handlers are wired: lets a waiting script (the browser tests) know the page is live.
 document.body.dataset.ready = "true";

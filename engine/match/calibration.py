@@ -1,0 +1,265 @@
+"""Calibrating the verdicts' score thresholds on the studio's own collection.
+
+A fixed threshold on a learned score is wrong in both directions: CLIP's cosines
+run high between any two designs of one style, a shape network's lower.  So a
+sample of the collection's own designs is edited the way copies are (the kinds
+in engine/images/edits.py) and searched: each edited copy must find its source
+and be called a copy; each negative (another edit of a design, searched with
+that design left out) must not call anything a copy.  The thresholds of the
+rules that involve a score (the fused score that makes a copy without local
+evidence, the cosines that make the same picture) are then chosen so that at
+most a target share of negatives raise a false alarm, with the most copies
+found.  A design with a near-identical variant in the collection (thumbprints
+correlating >= SAME_DESIGN, as is or mirrored) is not used as a negative: its
+variant is a right answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from engine.images.edits import EDITS
+from engine.index.snapshot import Snapshot
+from engine.index.store import IndexData
+from engine.match.judge import Evidence, judge
+from engine.match.search import Previews, SearchResult, search
+from engine.match.verdict import DUPLICATE, EXACT, EXACT_COSINE, Thresholds
+from features import FEATURE_NAMES, registry, thumbprint
+from features.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "calibration.json"
+DEFAULT_SAMPLE = 300
+DEFAULT_TARGET = 0.01
+# Below this many designs the measured rates rest on too few queries to choose by.
+MIN_DESIGNS = 50
+# Thumbprints this alike are one design drawn twice: such a design makes no negative.
+SAME_DESIGN = 0.9
+RESULTS = 10  # results per query, as the page shows by default and bench/quality.py counts
+# Candidate thresholds; the fused-score rule may also be left off (None).
+SCORE_GRID = tuple(round(float(v), 3) for v in np.arange(0.70, 1.0001, 0.005))
+EXACT_GRID = tuple(round(float(v), 3) for v in np.arange(0.95, 0.9991, 0.001))
+KINDS = tuple(sorted(EDITS))
+
+
+class TooSmall(ValueError):
+    """The collection holds too few designs to calibrate on."""
+
+
+class CalibrationStopped(Exception):
+    """The run was asked to stop; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    fingerprints: dict[str, str]  # of the features it was measured with
+    exact_cosine: float
+    duplicate_score: float | None
+    designs: int
+    copies: int
+    negatives: int
+    detection: float
+    false_alarm_rate: float
+    target_false_alarms: float
+    made_at: float
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.exact_cosine, self.duplicate_score, calibrated=True)
+
+    def summary(self) -> str:
+        return (f"calibrated on {self.designs} of your designs: finds {100 * self.detection:.0f}% of edited copies "
+                f"with {100 * self.false_alarm_rate:.1f}% false alarms")
+
+    def as_dict(self) -> dict:
+        stored = asdict(self)
+        limits = {name: stored.pop(name) for name in ("exact_cosine", "duplicate_score")}
+        return {**stored, "thresholds": limits, "summary": self.summary()}
+
+
+def fingerprints_of(snapshot: Snapshot) -> dict[str, str]:
+    return fingerprints_for(snapshot.data, snapshot.features)
+
+
+def fingerprints_for(data: IndexData, features: tuple[str, ...]) -> dict[str, str]:
+    """The fingerprints a calibration holds for: the fused features, local points and thumbprints."""
+    names = set(features) | ({"orb", "thumbprint"} & set(data.vectors))
+    return {n: data.fingerprints.get(n, "") for n in sorted(names)}
+
+
+def load(path: Path, fingerprints: dict[str, str]) -> Calibration | None:
+    """The calibration stored for these features; None (with a log line) for a missing file,
+    one made with other features, or one that is not a sound calibration."""
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("Ignoring %s: %s", path, exc)
+        return None
+    try:
+        calibration = _parse(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("Ignoring %s: not a calibration (%s); built-in thresholds apply", path, exc)
+        return None
+    if calibration.fingerprints != fingerprints:
+        log.info("Ignoring %s: made with other features; built-in thresholds apply until calibrated again", path)
+        return None
+    return calibration
+
+
+def save(path: Path, calibration: Calibration) -> None:
+    atomic_write(path, json.dumps(calibration.as_dict(), indent=1))
+
+
+def _parse(stored: dict) -> Calibration:
+    fields = {k: stored[k] for k in ("fingerprints", "designs", "copies", "negatives", "detection",
+                                     "false_alarm_rate", "target_false_alarms", "made_at")}
+    limits = stored["thresholds"]
+    exact, score = float(limits["exact_cosine"]), limits["duplicate_score"]
+    score = None if score is None else float(score)
+    if not isinstance(fields["fingerprints"], dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fields["fingerprints"].items()):
+        raise ValueError("fingerprints must map feature names to strings")
+    for name, value in (("exact_cosine", exact), ("duplicate_score", score), ("detection", fields["detection"]),
+                        ("false_alarm_rate", fields["false_alarm_rate"])):
+        if value is not None and not 0 <= float(value) <= 1:
+            raise ValueError(f"{name} {value} is outside 0..1")
+    return Calibration(exact_cosine=exact, duplicate_score=score, **fields)
+
+
+@dataclass
+class Trial:
+    """One edited copy searched: its results' evidence, and the row it must find (copies)."""
+
+    results: list[Evidence]
+    rows: list[int]
+    source: int | None  # the row a copy must find; None for a negative
+
+
+def calibrate(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.Image],
+              decode_query: Callable[[bytes], object], previews: Previews, sample: int = DEFAULT_SAMPLE,
+              target: float = DEFAULT_TARGET, seed: int = 0, stop: Callable[[], bool] = lambda: False,
+              progress: Callable[[int, int], None] | None = None) -> Calibration:
+    """Measure on `sample` designs of the snapshot and choose the thresholds.
+
+    `embed(image, names)` gives a picture's features, `read(row)` an indexed design's
+    picture, `decode_query(bytes)` a query's; raises TooSmall, CalibrationStopped."""
+    if snapshot.size < MIN_DESIGNS:
+        raise TooSmall(f"{snapshot.size} designs are too few to calibrate on (at least {MIN_DESIGNS}); "
+                       "the built-in thresholds apply")
+    rng = random.Random(seed)
+    rows = rng.sample(range(snapshot.size), min(sample, snapshot.size))
+    variants = _with_variants(snapshot)
+    networks = frozenset(set(registry.NETWORKS) & set(snapshot.features))
+    trials: list[Trial] = []
+    for n, row in enumerate(rows):
+        if stop():
+            raise CalibrationStopped("calibration stopped")
+        try:
+            design = read(row)
+        except Exception as exc:  # an unreadable design is left out of the sample
+            log.info("Calibration leaves out %s: %s", snapshot.data.entries[row].path, exc)
+            continue
+        copy = _search(snapshot, embed, decode_query, previews, _edited(design, KINDS[n % len(KINDS)], seed + n))
+        trials.append(Trial([_trusting(r.evidence, networks) for r in copy], [r.row for r in copy], row))
+        if row not in variants:
+            kind = KINDS[(n + len(KINDS) // 2) % len(KINDS)]
+            found = _search(snapshot, embed, decode_query, previews, _edited(design, kind, seed + 10_000 + n),
+                            exclude=row)
+            trials.append(Trial([_trusting(r.evidence, networks) for r in found], [r.row for r in found], None))
+        if progress:
+            progress(n + 1, len(rows))
+    return choose_thresholds(trials, target, len(rows), fingerprints_of(snapshot))
+
+
+def _search(snapshot, embed, decode_query, previews, data: bytes, exclude: int | None = None) -> list[SearchResult]:
+    decoded = decode_query(data)
+    query = embed(decoded.image, snapshot.features)
+    results = search(snapshot, query, decoded.image, RESULTS + 1, {n: snapshot.weights.get(n, 0) for n in FEATURE_NAMES},
+                     FEATURE_NAMES, hashlib.sha256(data).hexdigest(), (decoded.width, decoded.height), previews)
+    if exclude is not None:  # the source left out, and any file holding the same bytes
+        source = snapshot.data.entries[exclude].sha256
+        results = [r for r in results if r.sha256 != source]
+    return results[:RESULTS]
+
+
+def _edited(design: Image.Image, kind: str, seed: int) -> bytes:
+    edited = EDITS[kind](design.convert("RGB"), random.Random(seed))
+    out = io.BytesIO()
+    edited.convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def _trusting(evidence: Evidence, networks: frozenset[str]) -> Evidence:
+    """The evidence with every network's fused score allowed to make a copy: calibration
+    is what decides whether, and from which score, it may."""
+    return evidence._replace(score_networks=networks)
+
+
+def _with_variants(snapshot: Snapshot) -> set[int]:
+    """Rows whose thumbprint (as is or mirrored) correlates >= SAME_DESIGN with another row's."""
+    if snapshot.thumbprints is None:
+        return set()
+    units = snapshot.thumbprints
+    flipped = thumbprint.units(thumbprint.mirrored(snapshot.data.vectors["thumbprint"]))
+    found: set[int] = set()
+    for start in range(0, len(units), 1024):
+        block = slice(start, start + 1024)
+        alike = np.maximum(units[block] @ units.T, flipped[block] @ units.T)
+        np.fill_diagonal(alike[:, start:start + 1024], 0)
+        found.update(int(start + i) for i in np.flatnonzero((alike >= SAME_DESIGN).any(axis=1)))
+    return found
+
+
+def choose_thresholds(trials: list[Trial], target: float, designs: int, fingerprints: dict[str, str]) -> Calibration:
+    """The thresholds with at most `target` false alarms and the most copies found; among
+    equals, the strictest (the higher thresholds, the fused-score rule left off first)."""
+    is_copy = np.array([t.source is not None for t in trials], dtype=bool)
+    # Per trial: the best fused score a network may turn into a copy, among all its results
+    # (an alarm, for a negative) and for its source (a find, for a copy).
+    any_score = np.array([max([e.score for e in t.results if _network_scored(e)], default=-np.inf) for t in trials])
+    source_score = np.array([max([e.score for e, r in zip(t.results, t.rows) if r == t.source and _network_scored(e)],
+                                 default=-np.inf) for t in trials])
+    best = None
+    for exact in sorted(EXACT_GRID, reverse=True):
+        base = [[_is_copy(e, exact) for e in t.results] for t in trials]
+        base_any = np.array([any(b) for b in base])
+        base_source = np.array([any(c for c, r in zip(b, t.rows) if r == t.source) for b, t in zip(base, trials)])
+        for score in (None, *sorted(SCORE_GRID, reverse=True)):
+            limit = np.inf if score is None else score
+            found = (base_source | (source_score >= limit))[is_copy]
+            alarms = (base_any | (any_score >= limit))[~is_copy]
+            detection = float(found.mean()) if len(found) else 0.0
+            rate = float(alarms.mean()) if len(alarms) else 0.0
+            key = (rate <= target, detection if rate <= target else -rate)
+            if best is None or key > best[0]:
+                best = (key, exact, score, detection, rate)
+    _, exact, score, detection, rate = best
+    return Calibration(fingerprints=fingerprints, exact_cosine=exact, duplicate_score=score, designs=designs,
+                       copies=int(is_copy.sum()), negatives=int((~is_copy).sum()), detection=detection,
+                       false_alarm_rate=rate, target_false_alarms=target, made_at=time.time())
+
+
+def _network_scored(evidence: Evidence) -> bool:
+    return bool(evidence.score_networks and evidence.score_networks & set(evidence.scores))
+
+
+def _is_copy(evidence: Evidence, exact_cosine: float) -> bool:
+    """Whether the evidence makes a copy without the fused-score rule."""
+    return judge(evidence, Thresholds(exact_cosine, None, calibrated=True)).verdict in (EXACT, DUPLICATE)
+
+
+__all__ = ["CalibrationStopped", "Calibration", "DEFAULT_SAMPLE", "DEFAULT_TARGET", "EXACT_COSINE", "FILE_NAME",
+           "MIN_DESIGNS", "TooSmall", "Trial", "calibrate", "choose_thresholds", "fingerprints_for", "fingerprints_of", "load", "save"]
