@@ -61,17 +61,16 @@ JUDGE_SAME_DESIGN = 0.9
 
 
 def content_signature(path: Path) -> np.ndarray:
-    """The independent judge's picture of a design: where its ink is (colour-blind, so a
-    black-and-white version and a coloured one are one design), inside the box around
-    the ink, flattened on white with PIL alone, letterboxed to 32x32, mean-centred, unit
-    length.  It shares no code with Lookalike's decoder, thumbprints or verifier."""
+    """The independent judge's picture of a design: its content (the box around its ink),
+    flattened on white with PIL alone, letterboxed to 32x32 grey, mean-centred, unit length.
+    It shares no code with Lookalike's decoder, thumbprints or verifier."""
     with Image.open(path) as opened:
         rgba = opened.convert("RGBA")
     page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    ink = Image.eval(Image.alpha_composite(page, rgba).convert("L"), lambda v: 255 if v < JUDGE_INK else 0)
-    box = ink.getbbox()
-    content = ink.crop(box) if box else ink
-    square = Image.new("L", (max(content.size),) * 2, 0)
+    grey = Image.alpha_composite(page, rgba).convert("L")
+    box = Image.eval(grey, lambda v: 255 if v < JUDGE_INK else 0).getbbox()
+    content = grey.crop(box) if box else grey
+    square = Image.new("L", (max(content.size),) * 2, 255)
     square.paste(content, ((square.width - content.width) // 2, (square.height - content.height) // 2))
     values = np.asarray(square.resize((32, 32), Image.Resampling.BOX), dtype=np.float32).ravel()
     values -= values.mean()
