@@ -6,6 +6,7 @@ builds the model from the weights file, and says how one batch goes through it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, Sequence
 
@@ -15,6 +16,8 @@ from PIL import Image
 from features import precision
 from features.base import l2_normalize, to_batch
 from features.precision import ChoosesPrecision
+
+log = logging.getLogger(__name__)
 
 # Images per network batch on a GPU.
 GPU_BATCH = 128
@@ -76,6 +79,7 @@ class NetworkExtractor(ChoosesPrecision):
         self._calibration_id = calibration_id
         self._choice: precision.Choice | None = None
         self._model = LazyModel(self._load)
+        self._cpu_model = LazyModel(lambda: self._fp32(self._build()))  # the last resort on a full GPU
 
     def fingerprint(self) -> str:
         base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
@@ -88,16 +92,40 @@ class NetworkExtractor(ChoosesPrecision):
         return f"{base}:{self._int8_tag() if chosen == precision.INT8 else chosen}"
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Unit rows, batch by batch.  A device that runs out of memory gets the batch again
+        in halves, down to one picture, and then that picture runs on the CPU: nothing is lost."""
         import torch
 
         model = self._model.get()
-        rows = []
+        rows, start, size = [], 0, self.batch_size
         with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = self._on_device(to_batch(images[start : start + self.batch_size], self.mean, self.std))
-                with self._autocast():
-                    rows.append(self._forward(model, batch).float().cpu().numpy())
+            while start < len(images):
+                chunk = images[start : start + size]
+                try:
+                    rows.append(self._embed_batch(model, chunk))
+                except Exception as exc:
+                    if not _out_of_memory(exc) or self.device == "cpu":
+                        raise
+                    _release_device_memory()
+                    if size > 1:
+                        size = max(1, size // 2)
+                        log.warning("%s: out of memory on %s with %d pictures a batch; trying %d",
+                                    self.name, self.device, len(chunk), size)
+                        continue
+                    log.warning("%s: out of memory on %s for one picture; it runs on the CPU", self.name, self.device)
+                    rows.append(self._embed_on_cpu(chunk))
+                start += len(chunk)
         return l2_normalize(np.concatenate(rows))
+
+    def _embed_batch(self, model, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = self._on_device(to_batch(images, self.mean, self.std))
+        with self._autocast():
+            return self._forward(model, batch).float().cpu().numpy()
+
+    def _embed_on_cpu(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The fp32 network on the CPU, built the first time a device cannot take a picture."""
+        model = self._cpu_model.get()
+        return self._forward(model, to_batch(images, self.mean, self.std)).float().numpy()
 
     def _on_device(self, batch):
         if self.device == "cpu":
@@ -143,3 +171,16 @@ class NetworkExtractor(ChoosesPrecision):
 
     def _forward(self, model, batch):
         raise NotImplementedError
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

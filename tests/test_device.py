@@ -1,13 +1,16 @@
 """Where the networks run: device choice, the lower-precision rule on a GPU, fingerprints."""
 import json
+import logging
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from engine import models
 from features import device, precision
+from features.network import NetworkExtractor
 from conftest import ROOT, make_design
 from test_precision import BATCH, FakeClock, network
 
@@ -75,3 +78,44 @@ def test_on_a_gpu_the_networks_agree_with_the_cpu(with_weights):
         on_gpu, on_cpu = extractors[name].embed(pictures), cpu[name].embed(pictures)
         assert (on_gpu * on_cpu).sum(axis=1).min() >= 0.99
     assert json.dumps(extractors["resnet"].precision().reason)
+
+
+class TinyNetwork(NetworkExtractor):
+    """A network small enough for a test, on a stand-in device whose memory runs out
+    for batches of `fail_from` pictures or more."""
+
+    name = "tiny"
+    dim = 4
+    architecture = "tiny"
+    mean = np.zeros(3, np.float32)
+    std = np.ones(3, np.float32)
+    fail_from: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__("unused", "0" * 64, batch_size=8)
+
+    def _build(self):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 4))
+
+    def _on_device(self, batch):
+        return batch  # the stand-in device shares the host's memory
+
+    def _forward(self, model, batch):
+        on_device = model is self._model.get()
+        if on_device and self.device != "cpu" and self.fail_from is not None and len(batch) >= self.fail_from:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return model(batch)
+
+
+def test_a_device_out_of_memory_is_retried_smaller_then_on_the_cpu(caplog):
+    network = TinyNetwork()
+    designs = [make_design(i).convert("RGB") for i in range(5)]
+    expected = network.embed(designs)
+    network.device, network.fail_from = "stand-in GPU", 3  # batches of three or more no longer fit
+    caplog.set_level(logging.WARNING)
+    assert np.allclose(network.embed(designs), expected, atol=1e-6)
+    assert "trying 4" in caplog.text and "trying 2" in caplog.text
+    network.fail_from = 1  # not even one picture fits: the CPU takes them
+    assert np.allclose(network.embed(designs), expected, atol=1e-5)
+    assert "runs on the CPU" in caplog.text
