@@ -79,11 +79,14 @@ def edge_agreement(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, src_
     if len(mapping) == 2:
         mapping = np.vstack([mapping, [0.0, 0.0, 1.0]])
     to_preview = np.diag([dst_scale, dst_scale, 1.0]) @ mapping @ np.diag([1 / src_scale, 1 / src_scale, 1.0])
-    if _magnification(to_preview) > 1:  # src is the smaller drawing: compare in its pixels
+    magnification = _magnification(to_preview)
+    if magnification > 1:  # src is the smaller drawing: compare in its pixels
         src, dst, to_preview = dst, src, np.linalg.inv(to_preview)
     size = (dst.shape[1], dst.shape[0])
     warped = cv2.warpPerspective(src, to_preview, size, flags=cv2.INTER_AREA, borderValue=255)
-    near = np.ones((2 * TOLERANCE + 1, 2 * TOLERANCE + 1), np.uint8)
+    # The tolerance is the larger drawing's: in the smaller one's pixels it shrinks with it.
+    tolerance = max(1, round(TOLERANCE / max(magnification, 1 / magnification)))
+    near = np.ones((2 * tolerance + 1, 2 * tolerance + 1), np.uint8)
     # Only where the two overlap (a crop has no edges beyond), less a band along the
     # overlap's border, where the resampled picture meets the white around it.
     inside = cv2.warpPerspective(np.full(src.shape, 255, np.uint8), to_preview, size, flags=cv2.INTER_NEAREST)
