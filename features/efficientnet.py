@@ -99,14 +99,14 @@ class EfficientNetLite0Extractor(NetworkExtractor):
                                  "the package or the preprocessing changed")
 
 
-def bundled(batch_size: int, device: str, sample) -> tuple[Extractor | None, str]:
+def bundled(batch_size: int, device: str, sample, hash_memo: Path | None = None) -> tuple[Extractor | None, str]:
     """This network from its pip package, standing in for ResNet50; None and the reason
     when the package is missing or its file is not the recorded one.  `sample`: the
     bundled designs, the first of which must give the recorded vector."""
     path = weights_file()
     if path is None or not path.is_file():
         return None, f"the {PACKAGE} package is not installed"
-    digest = file_sha256(path)
+    digest = file_sha256(path, hash_memo)  # remembered: the extractors are rebuilt at every re-scan
     if digest != SHA256:
         return None, f"{path}: SHA-256 {digest[:12]}... is not the recorded one; the file is refused"
     return EfficientNetLite0Extractor(path, digest, batch_size=batch_size, device=device, sample=sample), ""

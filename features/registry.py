@@ -28,8 +28,10 @@ class Feature:
     default_weight: float = 0.0  # share of the fused score by default; 0: not fused
     in_workers: bool = False  # cheap enough for the decode workers, beside decoding
     in_regions: bool = False  # extracted for every design found inside a sheet too
+    on_request: bool = False  # built only when the configuration asks for it (--regions)
     # Without its weights file: what stands in for it, and why not (features/efficientnet.py).
-    fallback: Callable[[int, str], tuple[Extractor | None, str]] | None = None
+    # Called as fallback(batch_size, device, sample, hash_memo).
+    fallback: Callable[..., tuple[Extractor | None, str]] | None = None
 
     @property
     def fused(self) -> bool:
@@ -52,8 +54,8 @@ FEATURES = (
     Feature("orb", OrbFeatures, in_workers=True, in_regions=True),
     Feature("orb_mirror", MirroredOrbFeatures, in_workers=True),
     Feature("thumbprint", ThumbprintFeatures, in_workers=True),
-    # No columns: its fingerprint versions the proposals (only with --regions).
-    Feature("regions", RegionProposals, in_workers=True),
+    # No columns: its fingerprint versions the proposals.
+    Feature("regions", RegionProposals, in_workers=True, on_request=True),
 )
 BY_NAME = {feature.name: feature for feature in FEATURES}
 
@@ -65,8 +67,9 @@ IN_REGIONS = frozenset(f.name for f in FEATURES if f.in_regions)
 # A region's fused vector, from the fused features regions get.
 REGION_FUSED = tuple(f.name for f in FEATURES if f.in_regions and f.fused)
 DEFAULT_WEIGHTS = {f.name: f.default_weight for f in FEATURES if f.fused}
-# Built whatever is downloaded, on every install (regions only when asked for).
-ALWAYS = tuple(f.name for f in FEATURES if not f.network and f.name != "regions")
+# Built whatever is downloaded, on every install; and those built only when asked for.
+ALWAYS = tuple(f.name for f in FEATURES if not f.network and not f.on_request)
+ON_REQUEST = tuple(f.name for f in FEATURES if f.on_request)
 
 
 def build(name: str, *args, **options) -> Extractor:

@@ -69,7 +69,10 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
             digest.update(block)
     if cache_file:
         known[key] = digest.hexdigest()
-        atomic_write(cache_file, json.dumps(known))
+        try:
+            atomic_write(cache_file, json.dumps(known))
+        except OSError:
+            pass  # a read-only models folder: the file is hashed again next time
     return digest.hexdigest()
 
 

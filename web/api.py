@@ -80,8 +80,8 @@ def start_calibration():
     try:
         engine().start_calibration()
     except CalibrationRunning:
-        return jsonify(error="a calibration is already running", progress=engine().status()["calibration"]), 409
-    return jsonify(status="started", progress=engine().status()["calibration"]), 202
+        return jsonify(error="a calibration is already running", progress=engine().calibration.progress.as_dict()), 409
+    return jsonify(status="started", progress=engine().calibration.progress.as_dict()), 202
 
 
 @bp.get("/calibrate")

@@ -54,10 +54,11 @@ class CalibrationJob:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._read: tuple[tuple, Calibration | None] = ((), None)  # (file version and features, what it held)
 
     def current(self, snapshot: Snapshot) -> Calibration | None:
         """The calibration made for this snapshot's features, if any."""
-        return calibration.load(self.path, calibration.fingerprints_of(snapshot))
+        return self._load(calibration.fingerprints_of(snapshot))
 
     def thresholds(self, snapshot: Snapshot) -> Thresholds:
         found = self.current(snapshot)
@@ -65,7 +66,7 @@ class CalibrationJob:
 
     def note(self, data: IndexData, features: tuple[str, ...]) -> str:
         """Where the verdicts' thresholds come from, in words (without building a snapshot)."""
-        found = calibration.load(self.path, calibration.fingerprints_for(data, features))
+        found = self._load(calibration.fingerprints_for(data, features))
         return BUILT_IN_NOTE if found is None else found.summary()
 
     def run(self, sample: int = calibration.DEFAULT_SAMPLE, target: float = calibration.DEFAULT_TARGET,
@@ -104,8 +105,9 @@ class CalibrationJob:
     def when_needed(self) -> None:
         """Calibrate in the background if the index's features have no calibration yet and
         the collection is large enough (called after each finished reindex)."""
-        snapshot = self.index.snapshot
-        if snapshot.size >= calibration.MIN_DESIGNS and self.current(snapshot) is None and not self._stop.is_set():
+        if len(self.index.data) < calibration.MIN_DESIGNS or self._stop.is_set():
+            return  # too small (or closing): no snapshot is built only to find that out
+        if self.current(self.index.snapshot) is None:
             try:
                 self.start()
             except CalibrationRunning:
@@ -137,6 +139,18 @@ class CalibrationJob:
         self.index.recalibrated()
         log.info("Verdicts %s", made.summary())
         return made
+
+    def _load(self, fingerprints: dict[str, str]) -> Calibration | None:
+        """The stored calibration for these features, read again only when the file or the
+        features change: the page asks on every status, and a bad file is reported once."""
+        try:
+            stat = self.path.stat()
+            version = (stat.st_mtime_ns, stat.st_size, tuple(sorted(fingerprints.items())))
+        except OSError:
+            return None
+        if self._read[0] != version:
+            self._read = (version, calibration.load(self.path, fingerprints))
+        return self._read[1]
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.done, self.progress.total = done, total

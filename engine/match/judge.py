@@ -42,7 +42,12 @@ class Judgement(NamedTuple):
     verdict: str
     check: Verification  # as it counted: a template's points are taken back
     by_points: bool  # confirmed by local evidence (points, twins, or points with drawing)
-    drawing: Agreement | None  # how far the drawings were shared, where compared
+    evidence: Evidence  # what it was reached from
+
+    @property
+    def drawing(self) -> Agreement | None:
+        """How far the drawings were shared, where compared."""
+        return self.evidence.drawing
 
 
 def drawing_of(check: Verification, src: np.ndarray | None, src_size: tuple[int, int],
@@ -82,7 +87,7 @@ def judge(evidence: Evidence, limits: Thresholds = BUILT_IN) -> Judgement:
     if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
         # Too few points alone, but the aligned drawings coincide: two kinds of evidence.
         label, by_points = DUPLICATE, True
-    return Judgement(label, check, by_points, drawing)
+    return Judgement(label, check, by_points, evidence)
 
 
 def _rests_on_points(check: Verification) -> bool:

@@ -23,6 +23,7 @@ class DuplicateReport:
         self._made_from: Snapshot | None = None  # the snapshot the cached pairs belong to
         self._pairs: list = []
         self._helpers: list[threading.Thread] = []
+        self._previews: tuple[Snapshot | None, Callable] = (None, lambda row: None)
 
     def groups(self, snap: Snapshot, threshold: float | None = None) -> list[Group]:
         """Every duplicate group in `snap` at `threshold` (default: the candidate score)."""
@@ -42,8 +43,13 @@ class DuplicateReport:
             thread.join(timeout)
 
     def previews(self, snap: Snapshot) -> Callable[[int], np.ndarray | None]:
-        """Grey previews of the snapshot's rows, read from the thumbnails (a few hundred kept)."""
-        return preview_reader(self.thumbs_dir, lambda row: snap.data.entries[row].sha256)
+        """Grey previews of the snapshot's rows, read from the thumbnails (a few hundred kept,
+        shared by the searches, the report and calibration on the same snapshot)."""
+        made_for, reader = self._previews
+        if made_for is not snap:
+            reader = preview_reader(self.thumbs_dir, lambda row: snap.data.entries[row].sha256)
+            self._previews = (snap, reader)
+        return reader
 
     def _pairs_for(self, snap: Snapshot) -> list:
         with self._lock:

@@ -3,6 +3,7 @@ exact re-scoring under the query's weights, geometric verification, verdicts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -89,9 +90,7 @@ def search(
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
-    asked = _Query(query, shares, all_features, query_sha256, query_size,
-                   grey_preview(image) if image is not None and previews is not None else None,
-                   None if image is None else image.size)
+    asked = _Query(query, shares, all_features, query_sha256, query_size, image)
     results = _score(snapshot, asked, np.array(list(rows)), checks, regions, previews)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
@@ -167,8 +166,12 @@ class _Query:
     all_features: tuple[str, ...]
     sha256: str | None
     size: tuple[int, int] | None
-    preview: np.ndarray | None  # grey, as a stored preview
-    analysis_size: tuple[int, int] | None  # of the decoded picture the points are in
+    image: Image.Image | None  # the decoded picture the points are in
+
+    @cached_property
+    def preview(self) -> np.ndarray:
+        """Grey, as a stored preview; made only when a drawing is compared."""
+        return grey_preview(self.image)
 
 
 def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
@@ -187,7 +190,7 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
             score = region[0]
             scores = {n: (region[1][n] if n in region[1] else None) for n in query.all_features}
         active = {n: v for n, v in scores.items() if v is not None}
-        judged, evidence = _judge(snapshot, query, int(row), active, score, checks.get(int(row), NONE), previews)
+        judged = _judge(snapshot, query, int(row), active, score, checks.get(int(row), NONE), previews)
         check = judged.check
         # A proposal outlines a whole design; verified points often cover only part of it.
         outline = _region_around(snapshot, int(row), check.box) if check.box else (region[2] if region else None)
@@ -199,21 +202,21 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
             inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
             transform=_as_3x3(check), drawing=None if judged.drawing is None else tuple(judged.drawing),
-            evidence=evidence,
+            evidence=judged.evidence,
         ))
     return results
 
 
 def _judge(snapshot: Snapshot, query: _Query, row: int, scores, score: float, check: Verification,
-           previews: Previews | None) -> tuple[Judgement, Evidence]:
+           previews: Previews | None) -> Judgement:
     entry = snapshot.data.entries[row]
     size = (entry.width, entry.height)
     drawing = None
-    if previews is not None and query.preview is not None and compares_drawing(check):
-        drawing = drawing_of(check, query.preview, query.analysis_size, previews(row), size)
+    if previews is not None and query.image is not None and compares_drawing(check):
+        drawing = drawing_of(check, query.preview, query.image.size, previews(row), size)
     evidence = Evidence(scores, score, check, entry.sha256 == query.sha256, query.size == size,
                         snapshot.score_networks, drawing)
-    return judge(evidence, snapshot.thresholds), evidence
+    return judge(evidence, snapshot.thresholds)
 
 
 def _as_3x3(check: Verification) -> tuple[float, ...] | None:

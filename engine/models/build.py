@@ -34,8 +34,8 @@ def load_extractors(
             missing[name] = reason
     for name in registry.ALWAYS:
         extractors[name] = registry.build(name)
-    if regions:
-        extractors["regions"] = registry.build("regions")
+    if regions:  # the one feature built on request
+        extractors.update((name, registry.build(name)) for name in registry.ON_REQUEST)
     return extractors, missing
 
 
@@ -49,7 +49,7 @@ def _network(feature: registry.Feature, models_dir: Path, batch_size: int, devic
                              sample=sample.precision_sample, calibration=sample.calibration_sample,
                              calibration_id=sample.calibration_id, device=device), ""
     if feature.fallback is not None:
-        stand_in, why_not = feature.fallback(batch_size, device, sample.precision_sample)
+        stand_in, why_not = feature.fallback(batch_size, device, sample.precision_sample, models_dir / HASH_MEMO)
         if stand_in is not None:
             return stand_in, ""
         log.warning("The bundled %s network is off too: %s", feature.name, why_not)

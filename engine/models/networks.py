@@ -30,7 +30,7 @@ class Networks:
         else:
             self.extractors, self.missing = dict(extractors), {}
             if config.regions:
-                self.extractors["regions"] = registry.build("regions")
+                self.extractors.update((name, registry.build(name)) for name in registry.ON_REQUEST)
         # A query's features are computed on this one thread, one query at a time: torch
         # already uses every core, and each thread that calls it gets its own OpenMP team;
         # with one per web server thread, their idle teams spinning slowed searches (p95 up
