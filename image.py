@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if not getattr(args, "json", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:
-        # Libraries' own start-up chatter (FAISS says which CPU build it could not load,
-        # waitress lists its queue) is not what a user reads the console for.
+        # Libraries' own chatter (FAISS's CPU build, waitress's queue, torch's C++ deprecation
+        # notices, read at torch's import, which comes later) is not what a user reads.
         for name in NOISY_LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     config = from_environment().with_overrides(
         images=_path(getattr(args, "images", None)), cache=_path(getattr(args, "cache", None)),
         models=_path(getattr(args, "models", None)), device=getattr(args, "device", None),
@@ -246,10 +247,8 @@ def cmd_models_status(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"device: {describe_device(resolve_device(config.device))}")
         for row in rows:
-            if row["present"]:
-                state = f"present, from {row['source']}" + ("" if row["official"] else ", NOT an official file")
-            else:
-                state = "MISSING"
+            state = (f"present, from {row['source']}" + ("" if row["official"] else ", NOT an official file")
+                     if row["present"] else "MISSING")
             print(f"{row['name']:7s} {state:45s} {row['path']}\n        {row['description']}")
         if not next(row for row in rows if row["name"] == "resnet")["present"]:
             from features import efficientnet
@@ -283,11 +282,9 @@ def cmd_models_fetch(config: Config, args: argparse.Namespace) -> int:
 
     try:
         fetched = models.fetch(config.models_dir, progress, report)
-    except FetchFailed as exc:
-        print(f"error: some weights could not be fetched.\n{exc}", file=sys.stderr)
-        return 1
-    except ModelsFolderUnwritable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FetchFailed, ModelsFolderUnwritable) as exc:
+        lead = "some weights could not be fetched.\n" if isinstance(exc, FetchFailed) else ""
+        print(f"error: {lead}{exc}", file=sys.stderr)
         return 1
     print("fetched: " + (", ".join(fetched) if fetched else "nothing (all weights present)"))
     return 0
@@ -323,7 +320,7 @@ def cmd_set_password(config: Config, args: argparse.Namespace) -> int:
 
 
 def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
+    return Path(value) if value else None  # an empty flag or variable means the default
 
 
 class _progress_bar:

@@ -18,6 +18,11 @@ networks (the compute is the same as with the real weights):
       b/c cannot exceed N / (N + W), N being the networks' CPU seconds per image
       in (c): the bound printed with it.
 Each phase runs in a fresh child process, so its peak RSS is its own.
+Start-up is reported separately, as a user at a terminal meets it: the wall time
+of `image.py index` that finds one new design in an indexed folder, and of
+`image.py search` of one picture, both with both networks' weights present; the
+first start after the weights appear makes the networks ready to run and keeps
+them (features/ready.py), the later ones load what it kept.
 
     python bench/index_speed.py --designs /usr/share/openclipart/png --photos DIR [--count 160]
 
@@ -71,6 +76,7 @@ def main() -> None:
     sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
     if args.photos:
         sets["photos"] = large_photos(Path(args.photos), work / "photo-sources", args.count)
+    report_startup(sets["designs"][:40], work / "startup", models)
     ctx = mp.get_context("spawn")
     for name, files in sets.items():
         folder = work / name
@@ -115,6 +121,36 @@ def main() -> None:
         print(f"  b/a = {naive / piped:.2f}x   b/a32 = {naive_fp32 / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
               f"b/c0 = {100 * (n / piped) / whole_only:.0f}%   unchanged re-scan {rescan:.2f} s")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def report_startup(designs: list[Path], work: Path, models: Path) -> None:
+    """Wall seconds of the command line's index (one new design) and search, first and later starts."""
+    import subprocess
+
+    folder, cache = work / "images", work / "cache"
+    folder.mkdir(parents=True)
+    for i, path in enumerate(designs[1:]):
+        shutil.copyfile(path, folder / f"{i:04d}{path.suffix}")
+    common = ["--images", str(folder), "--cache", str(cache), "--models", str(models)]
+
+    def wall(*command: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "image.py", *command, *common], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+    wall("index")  # the folder indexed, and the networks made ready and kept
+    seconds = {}
+    for start in ("first", "later"):
+        for command in ("index", "search"):
+            if start == "first":
+                shutil.rmtree(cache / "networks")  # as if the weights had just appeared
+            new = folder / f"new-{command}-{start}.png"
+            new.write_bytes(designs[0].read_bytes() + new.name.encode())  # other bytes: a design not yet seen
+            seconds[f"{command} {start}"] = wall("index") if command == "index" else wall("search", str(new))
+    print(f"start-up, command line, both networks: index finding one new design "
+          f"{seconds['index later']:.1f} s (first start after the weights appeared {seconds['index first']:.1f} s); "
+          f"search of one picture {seconds['search later']:.1f} s ({seconds['search first']:.1f} s)")
 
 
 def report_search_latency(args) -> None:

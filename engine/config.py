@@ -63,6 +63,11 @@ class Config:
         return self.cache / "index.npz"
 
     @property
+    def ready_networks_dir(self) -> Path:
+        """Networks made ready to run, kept between starts (features/ready.py)."""
+        return self.cache / "networks"
+
+    @property
     def thumbs_dir(self) -> Path:
         return self.cache / "thumbs"
 

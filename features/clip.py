@@ -15,7 +15,7 @@ import numpy as np
 
 from features import precision
 from features.base import l2_normalize
-from features.network import NetworkExtractor
+from features.network import LazyModel, NetworkExtractor
 from features.weights import WeightsSource, WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,16 @@ class ClipExtractor(NetworkExtractor):
     mean, std = MEAN, STD
     offers_int8 = True
 
+    def __init__(self, *args, **options) -> None:
+        super().__init__(*args, **options)
+        # Words need the text tower, which only a text query loads (a start loads the
+        # image tower alone, often ready-made: features/ready.py).
+        self._text = LazyModel(self._build_text)
+
     def _build(self):
+        return self._build_clip()[0].visual
+
+    def _build_clip(self):
         import open_clip
 
         with _quiet_root_warnings():  # open_clip warns "initialized randomly": we load weights next
@@ -89,30 +98,24 @@ class ClipExtractor(NetworkExtractor):
         if not official:
             log.warning("CLIP weights %s are not the official file (sha256 %s...)", self.weights, self.digest[:12])
         open_clip.load_checkpoint(model, str(self.weights), weights_only=not official)
-        model.eval()
-        return model.visual, model, open_clip.get_tokenizer(ARCHITECTURE)
+        return model.eval(), open_clip.get_tokenizer(ARCHITECTURE)
+
+    def _build_text(self):
+        import torch
+
+        model, tokenizer = self._build_clip()
+        model.visual = torch.nn.Identity()  # the image tower is the other model's; free this copy
+        return model.to(self.device), tokenizer
 
     def _quantized(self, model):
-        image_tower, clip, tokenizer = model
-        return precision.quantize_linear(image_tower), clip, tokenizer
-
-    def _adopt(self, model, quantized):
-        image_tower, clip, tokenizer = quantized
-        clip.visual = image_tower  # the text tower never uses it; the fp32 copy is freed
-        return quantized
+        return precision.quantize_linear(model)
 
     def _forward(self, model, batch):
-        image_tower, _, _ = model
-        return image_tower(batch)
-
-    def _to_device(self, model):
-        image_tower, clip, tokenizer = model
-        clip.to(self.device)  # the image tower is part of it
-        return image_tower, clip, tokenizer
+        return model(batch)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        _, model, tokenizer = self._model.get()
+        model, tokenizer = self._text.get()
         with torch.inference_mode():
             return l2_normalize(model.encode_text(tokenizer(list(texts)).to(self.device)).float().cpu().numpy())

@@ -23,6 +23,7 @@ import numpy as np
 
 from features.base import Extractor
 from features.network import NetworkExtractor
+from features.ready import ReadyNetworks
 from features.weights import file_sha256
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class EfficientNetLite0Extractor(NetworkExtractor):
                                  "the package or the preprocessing changed")
 
 
-def bundled(batch_size: int, device: str, sample, hash_memo: Path | None = None) -> tuple[Extractor | None, str]:
+def bundled(batch_size: int, device: str, sample, hash_memo: Path | None = None,
+            ready: ReadyNetworks | None = None) -> tuple[Extractor | None, str]:
     """This network from its pip package, standing in for ResNet50; None and the reason
     when the package is missing or its file is not the recorded one.  `sample`: the
     bundled designs, the first of which must give the recorded vector."""
@@ -109,7 +111,8 @@ def bundled(batch_size: int, device: str, sample, hash_memo: Path | None = None)
     digest = file_sha256(path, hash_memo)  # remembered: the extractors are rebuilt at every re-scan
     if digest != SHA256:
         return None, f"{path}: SHA-256 {digest[:12]}... is not the recorded one; the file is refused"
-    return EfficientNetLite0Extractor(path, digest, batch_size=batch_size, device=device, sample=sample), ""
+    return EfficientNetLite0Extractor(path, digest, batch_size=batch_size, device=device, sample=sample,
+                                      ready=ready), ""
 
 
 def map_state(source: dict, target: dict) -> dict:

@@ -16,6 +16,7 @@ from PIL import Image
 from features import precision
 from features.base import l2_normalize, to_batch
 from features.precision import ChoosesPrecision
+from features.ready import KeptBetweenStarts, ReadyNetworks
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class LazyModel:
         return self._model
 
 
-class NetworkExtractor(ChoosesPrecision):
+class NetworkExtractor(KeptBetweenStarts, ChoosesPrecision):
     """What the two networks share: lazy loading, batching, fingerprint, unit rows.
 
     Subclasses name the architecture and normalisation, build the model from
@@ -56,19 +57,23 @@ class NetworkExtractor(ChoosesPrecision):
     architecture: str
     mean: np.ndarray
     std: np.ndarray
+    preprocess = PREPROCESS
     offers_int8 = False
     int8_method = "int8-dynamic"  # named in the fingerprint of int8 rows
 
     def __init__(self, weights, digest: str, batch_size: int = 32,
                  sample: Callable[[], Sequence[Image.Image]] | None = None,
                  calibration: Callable[[], Sequence[Image.Image]] | None = None,
-                 calibration_id: Callable[[], str] | None = None, device: str = "cpu") -> None:
+                 calibration_id: Callable[[], str] | None = None, device: str = "cpu",
+                 ready: ReadyNetworks | None = None) -> None:
         """`sample`: real designs on which a lower precision must prove itself
         (features/precision.py); without one the network stays in fp32.
         `calibration`: other real designs, for an int8 that needs its ranges observed,
         and `calibration_id` names them cheaply (other designs, other int8 vectors).
         `device`: 'cpu', or 'cuda' (features/device.py), where the lower precision
-        tried is fp16 and batches are GPU-sized."""
+        tried is fp16 and batches are GPU-sized.
+        `ready`: where the network, once made ready to run on a CPU, is kept for later
+        starts (features/ready.py); without it every start builds it again."""
         self.weights = weights
         self.digest = digest
         self.device = device
@@ -78,11 +83,12 @@ class NetworkExtractor(ChoosesPrecision):
         self._calibration = calibration
         self._calibration_id = calibration_id
         self._choice: precision.Choice | None = None
+        self._ready = ready if device == "cpu" else None  # a GPU's load is the weights file's read
         self._model = LazyModel(self._load)
         self._cpu_model = LazyModel(lambda: self._fp32(self._build()))  # the last resort on a full GPU
 
     def fingerprint(self) -> str:
-        base = f"{self.architecture}:{self.digest[:16]}:{PREPROCESS}"
+        base = f"{self.architecture}:{self.digest[:16]}:{self.preprocess}"
         # fp32 keeps one fingerprint on every device (a GPU's fp32 vectors agree with the
         # CPU's to rounding), so earlier indexes stay valid; int8 and fp16 vectors are never
         # mixed with fp32 ones (an exact copy must score ~1).
@@ -164,10 +170,6 @@ class NetworkExtractor(ChoosesPrecision):
     def _quantized(self, model):
         """The model in int8, for subclasses that offer it (`offers_int8`)."""
         raise NotImplementedError
-
-    def _adopt(self, model, quantized):
-        """The model to keep once the lower precision is chosen."""
-        return quantized
 
     def _forward(self, model, batch):
         raise NotImplementedError

@@ -187,8 +187,7 @@ class ChoosesPrecision:
 
     Expects of the class it is mixed into: `name`, `weights`, `digest`, `device`,
     `batch_size`, `offers_int8`, `mean`, `std`, `_sample`, `_choice`, `_model`, and
-    the hooks `_build`, `_fp32`, `_quantized`, `_adopt`, `_forward`, `_to_device`,
-    `_on_device`.
+    the hooks `_build`, `_fp32`, `_quantized`, `_forward`, `_to_device`, `_on_device`.
     """
 
     def precision(self) -> Choice:
@@ -220,15 +219,22 @@ class ChoosesPrecision:
     def _tries_int8(self) -> bool:
         return self.offers_int8 and self._sample is not None and self.device == "cpu"
 
-    def _load(self):
+    def _known_choice(self) -> Choice | None:
+        """The precision already settled for these weights, None while it must be measured."""
+        if not self._tries_int8:
+            return ONLY_FP32
+        return self._choice or remembered(self._memo, self._memo_key)
+
+    def _load_built(self):
+        """The model built from its weights file, in the precision chosen (measured if need be)."""
         model = self._build()
         if self.device != "cpu":
             return self._load_on_gpu(model)
         if not self._tries_int8:
             self._choice = ONLY_FP32
             return self._fp32(model)
-        choice = self._choice or remembered(self._memo, self._memo_key)  # fingerprint() may have read it
-        ready = None  # the fp32 model made ready to run, once made
+        choice = self._known_choice()  # fingerprint() may have read it
+        fp32_model = None  # the fp32 model made ready to run, once made
         if choice is None or choice.precision == INT8:  # else no int8 copy is even made
             try:
                 quantized = self._quantized(model)
@@ -237,13 +243,13 @@ class ChoosesPrecision:
                 choice = ONLY_FP32
             else:
                 if choice is None:  # int8 is measured against fp32 as it would run
-                    ready = self._fp32(model)
-                    choice = self._measure(ready, quantized)
+                    fp32_model = self._fp32(model)
+                    choice = self._measure(fp32_model, quantized)
         log.info("%s runs in %s", self.name, choice.reason)
         self._choice = choice
         if choice.precision == INT8:
-            return self._adopt(model, quantized)
-        return ready if ready is not None else self._fp32(model)
+            return quantized  # the fp32 copy is freed
+        return fp32_model if fp32_model is not None else self._fp32(model)
 
     def _load_on_gpu(self, model):
         """fp32 on the GPU, or fp16 autocast where it keeps the features (measured like int8)."""

@@ -30,7 +30,7 @@ class Feature:
     in_regions: bool = False  # extracted for every design found inside a sheet too
     on_request: bool = False  # built only when the configuration asks for it (--regions)
     # Without its weights file: what stands in for it, and why not (features/efficientnet.py).
-    # Called as fallback(batch_size, device, sample, hash_memo).
+    # Called as fallback(batch_size, device, sample, hash_memo, ready=...).
     fallback: Callable[..., tuple[Extractor | None, str]] | None = None
 
     @property

@@ -9,25 +9,29 @@ from engine.models.weights import HASH_MEMO, find_weights
 from features import registry
 from features.base import Extractor
 from features.device import resolve as resolve_device
+from features.ready import ReadyNetworks
 from features.weights import WeightsSpec, file_sha256
 
 log = logging.getLogger(__name__)
 
 
 def load_extractors(
-    models_dir: Path, batch_size: int = 32, regions: bool = False, device: str = "auto"
+    models_dir: Path, batch_size: int = 32, regions: bool = False, device: str = "auto",
+    ready_dir: Path | None = None,
 ) -> tuple[dict[str, Extractor], dict[str, str]]:
     """Every extractor whose weights are present, plus a reason for each one switched off.
 
     With `regions`, the separate designs inside sheets also get entries of their own.
     `device` is 'auto', 'cpu' or 'cuda' (features/device.py: 'auto' imports torch only
     where an NVIDIA driver is present); raises DeviceUnavailable for 'cuda' without a GPU.
+    `ready_dir`: where networks made ready to run are kept between starts (features/ready.py).
     """
     extractors: dict[str, Extractor] = {}
     missing: dict[str, str] = {}
     runs_on = resolve_device(device)  # a bundled network runs even without any download
+    ready = ReadyNetworks(ready_dir) if ready_dir is not None else None
     for name in registry.NETWORKS:
-        network, reason = _network(registry.BY_NAME[name], models_dir, batch_size, runs_on)
+        network, reason = _network(registry.BY_NAME[name], models_dir, batch_size, runs_on, ready)
         if network is not None:
             extractors[name] = network
         else:
@@ -39,17 +43,18 @@ def load_extractors(
     return extractors, missing
 
 
-def _network(feature: registry.Feature, models_dir: Path, batch_size: int, device: str
-             ) -> tuple[Extractor | None, str]:
+def _network(feature: registry.Feature, models_dir: Path, batch_size: int, device: str,
+             ready: ReadyNetworks | None) -> tuple[Extractor | None, str]:
     """The feature's network from its weights file, else its fallback; else why it is off."""
     spec = feature.weights
     path = find_weights(models_dir, spec)
     if path is not None:
         return feature.build(path, file_sha256(path, models_dir / HASH_MEMO), batch_size=batch_size,
                              sample=sample.precision_sample, calibration=sample.calibration_sample,
-                             calibration_id=sample.calibration_id, device=device), ""
+                             calibration_id=sample.calibration_id, device=device, ready=ready), ""
     if feature.fallback is not None:
-        stand_in, why_not = feature.fallback(batch_size, device, sample.precision_sample, models_dir / HASH_MEMO)
+        stand_in, why_not = feature.fallback(batch_size, device, sample.precision_sample, models_dir / HASH_MEMO,
+                                             ready=ready)
         if stand_in is not None:
             return stand_in, ""
         log.warning("The bundled %s network is off too: %s", feature.name, why_not)

@@ -24,8 +24,7 @@ class Networks:
         self.config = config
         self._fixed = extractors is not None
         if extractors is None:
-            self.extractors, self.missing = load_extractors(config.models_dir, config.batch_size, config.regions,
-                                                            config.device)
+            self.extractors, self.missing = self._load_extractors()
             self._warn_missing({})
         else:
             self.extractors, self.missing = dict(extractors), {}
@@ -92,8 +91,7 @@ class Networks:
         """Pick up weights that appeared since start-up, keeping models already loaded."""
         if self._fixed:
             return
-        fresh, missing = load_extractors(self.config.models_dir, self.config.batch_size, self.config.regions,
-                                         self.config.device)
+        fresh, missing = self._load_extractors()
         before, self.missing = self.missing, missing
         self._warn_missing(before)
         for name, extractor in fresh.items():
@@ -105,6 +103,11 @@ class Networks:
         if self.warm_up is not None:
             wait([self.warm_up], timeout)
         self._inference.shutdown(wait=True, cancel_futures=True)
+
+    def _load_extractors(self):
+        config = self.config
+        return load_extractors(config.models_dir, config.batch_size, config.regions, config.device,
+                               ready_dir=config.ready_networks_dir)
 
     def _warn_missing(self, before: Mapping[str, str]) -> None:
         for name, reason in self.missing.items():
