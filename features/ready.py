@@ -91,6 +91,8 @@ class ReadyNetworks:
                 atomic_write(archive, lambda out: torch.jit.save(module, out), private=True)
             entry = {"key": key, "signature": self._sign(archive), "probe": [float(x) for x in expected]}
             atomic_write(record, json.dumps(entry), private=True)
+            # One kept form per network: those for earlier weights, or another torch, go.
+            _remove(*(path for path in self.folder.glob(f"{name}-*") if path not in (archive, record)))
         except Exception as exc:
             log.warning("%s: could not keep the ready network in %s (%s)", name, self.folder, exc)
             _remove(archive, record)

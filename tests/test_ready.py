@@ -43,6 +43,15 @@ def test_a_kept_network_loads_at_the_next_start_and_gives_the_same_vectors(tmp_p
     assert ReadyNetworks(tmp_path).load("tiny", "other weights", probe) is None
 
 
+def test_a_network_kept_for_new_weights_replaces_the_one_kept_for_the_old(tmp_path):
+    kept(tmp_path)
+    network = tiny_network()
+    ReadyNetworks(tmp_path).save("tiny", "new weights", network, probe, expected=probe(network))
+    assert len(list(tmp_path.glob("tiny-*.pt"))) == 1
+    assert ReadyNetworks(tmp_path).load("tiny", KEY, probe) is None
+    assert ReadyNetworks(tmp_path).load("tiny", "new weights", probe) is not None
+
+
 def test_an_archive_changed_after_it_was_written_is_refused_and_removed(tmp_path, caplog):
     kept(tmp_path)
     archive, = tmp_path.glob("tiny-*.pt")
