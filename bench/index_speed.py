@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import resource
 import shutil
@@ -45,8 +46,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.device_speed import random_weights  # noqa: E402
+
 
 def main() -> None:
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ deprecation notices, in every phase
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--designs", default="/usr/share/openclipart/png")
     parser.add_argument("--photos", help="folder of photos (JPEG/PNG/WebP, >= 2 MP): made into >= 12 MP JPEGs")
@@ -66,14 +70,15 @@ def main() -> None:
     if args.search_only:
         return
     work = Path(tempfile.mkdtemp(prefix="lookalike-speed-"))
-    models = make_random_weights(work / "models")
+    models = random_weights(work)
     for network in args.fp32:
         force_fp32(models, network)
     models_fp32 = work / "models-fp32"
     shutil.copytree(models, models_fp32)
     for network in ("clip", "resnet"):
         force_fp32(models_fp32, network)
-    sets = {"designs": pick(Path(args.designs), "*.png", args.count)}
+    ordinary, enormous = split_by_size(Path(args.designs), args.count)
+    sets = {"designs": ordinary, "designs with the enormous ones": ordinary[: args.count - len(enormous)] + enormous}
     if args.photos:
         sets["photos"] = large_photos(Path(args.photos), work / "photo-sources", args.count)
     report_startup(sets["designs"][:40], work / "startup", models)
@@ -118,9 +123,28 @@ def main() -> None:
         print(f"  (w) workers' work alone    {1000 * workers_cpu:7.1f} ms of CPU per image, against the networks' "
               f"{1000 * networks_cpu:.1f}: b/c can reach at most {100 * networks_cpu / (networks_cpu + workers_cpu):.0f}% "
               f"with every core busy")
+        bound = networks_cpu / (networks_cpu + workers_cpu)
         print(f"  b/a = {naive / piped:.2f}x   b/a32 = {naive_fp32 / piped:.2f}x   b/c = {100 * (n / piped) / ceiling:.0f}%   "
-              f"b/c0 = {100 * (n / piped) / whole_only:.0f}%   unchanged re-scan {rescan:.2f} s")
+              f"b/c0 = {100 * (n / piped) / whole_only:.0f}%   b reaches {100 * (n / piped) / ceiling / bound:.0f}% "
+              f"of the bound   unchanged re-scan {rescan:.2f} s")
+    report_gpu(sets["designs"], models, work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def report_gpu(designs: list[Path], models: Path, work: Path) -> None:
+    """The same work on the GPU, when torch sees one: its networks alone, the machine's decode bound, the pipeline."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("\nno GPU here: GPU rows not measured")
+        return
+    from bench.device_speed import measure
+
+    row = measure("cuda", designs, models, work)
+    print(f"\n{row['device']}, {len(designs)} designs: start-up {row['startup_s']:.1f} s, precision "
+          f"{row['precision']}, batch {row['batch']}; networks alone {row['alone']:.1f} img/s, decode bound "
+          f"({row['threads']} workers) {row['decode_bound']:.1f} img/s, pipeline {row['pipeline']:.1f} img/s = "
+          f"{100 * row['share']:.0f}% of min(networks, decode)")
 
 
 def report_startup(designs: list[Path], work: Path, models: Path) -> None:
@@ -164,6 +188,21 @@ def report_search_latency(args) -> None:
           f"p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms")
 
 
+def split_by_size(folder: Path, count: int, enormous_pixels: int = 16_000_000, how_many: int = 10
+                  ) -> tuple[list[Path], list[Path]]:
+    """`count` ordinary designs (at most 16 MP), and the collection's `how_many` largest."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # only the headers are read here
+    sizes = {}
+    for path in folder.rglob("*.png"):
+        with Image.open(path) as image:
+            sizes[path] = image.width * image.height
+    ordinary = [path for path in pick(folder, "*.png", len(sizes)) if sizes[path] <= enormous_pixels][:count]
+    largest = sorted(sizes, key=sizes.get)[-how_many:]
+    return ordinary, largest
+
+
 def pick(folder: Path, pattern: str, count: int) -> list[Path]:
     files = sorted(folder.rglob(pattern))
     random.Random(3).shuffle(files)
@@ -193,24 +232,6 @@ def large_photos(source: Path, target: Path, count: int) -> list[Path]:
     return made
 
 
-def make_random_weights(folder: Path) -> Path:
-    import open_clip
-    import torch
-    import torchvision
-    from safetensors.torch import save_file
-
-    from engine import models
-
-    folder.mkdir(parents=True)
-    clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(folder / "clip.safetensors"))
-    torch.save(torchvision.models.resnet50(weights=None).state_dict(), folder / "resnet.pth")
-    target = folder / "imported"
-    for path in (folder / "clip.safetensors", folder / "resnet.pth"):
-        models.import_file(target, path)
-    return target
-
-
 def force_fp32(models_dir: Path, network: str) -> None:
     """Record fp32 as the precision choice for `network`'s weights, as if it had been measured."""
     from engine import models
@@ -230,6 +251,7 @@ def run_naive(folder: Path, models_dir: Path) -> tuple[float, float]:
 
     from engine import models
 
+    Image.MAX_IMAGE_PIXELS = None  # the loop decodes every design whole, however large
     extractors, _ = models.load_extractors(models_dir, batch_size=1)
     warm = Image.new("RGB", (64, 64), "white")
     for name in ("clip", "resnet"):

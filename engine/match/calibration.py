@@ -159,8 +159,23 @@ def calibrate(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.I
     if snapshot.size < MIN_DESIGNS:
         raise TooSmall(f"{snapshot.size} designs are too few to calibrate on (at least {MIN_DESIGNS}); "
                        "the built-in thresholds apply")
-    rng = random.Random(seed)
-    rows = rng.sample(range(snapshot.size), min(sample, snapshot.size))
+    rows = sample_rows(snapshot.size, sample, seed)
+    trials = run_trials(snapshot, embed, read, decode_query, previews, rows, seed, stop, progress)
+    return choose_thresholds(trials, target, len(rows), fingerprints_of(snapshot))
+
+
+def sample_rows(size: int, sample: int, seed: int) -> list[int]:
+    """The rows a calibration with this seed measures on."""
+    return random.Random(seed).sample(range(size), min(sample, size))
+
+
+def run_trials(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.Image],
+               decode_query: Callable[[bytes], object], previews: Previews, rows: list[int], seed: int,
+               stop: Callable[[], bool] = lambda: False,
+               progress: Callable[[int, int], None] | None = None) -> list[Trial]:
+    """For each design of `rows`: an edited copy searched (it must find the design), and,
+    unless the design has a variant in the collection, another edit searched with the
+    design left out (it must find no copy).  Edits are chosen by `seed`."""
     variants = _with_variants(snapshot)
     networks = frozenset(set(registry.NETWORKS) & set(snapshot.features))
     trials: list[Trial] = []
@@ -181,7 +196,7 @@ def calibrate(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.I
             trials.append(Trial([_trusting(r.evidence, networks) for r in found], [r.row for r in found], None))
         if progress:
             progress(n + 1, len(rows))
-    return choose_thresholds(trials, target, len(rows), fingerprints_of(snapshot))
+    return trials
 
 
 def _search(snapshot, embed, decode_query, previews, data: bytes, exclude: int | None = None) -> list[SearchResult]:
@@ -226,30 +241,57 @@ def _with_variants(snapshot: Snapshot) -> set[int]:
 def choose_thresholds(trials: list[Trial], target: float, designs: int, fingerprints: dict[str, str]) -> Calibration:
     """The thresholds with at most `target` false alarms and the most copies found; among
     equals, the strictest (the higher thresholds, the fused-score rule left off first)."""
-    is_copy = np.array([t.source is not None for t in trials], dtype=bool)
-    # Per trial: the best fused score a network may turn into a copy, among all its results
-    # (an alarm, for a negative) and for its source (a find, for a copy).
-    any_score = np.array([max([e.score for e in t.results if _network_scored(e)], default=-np.inf) for t in trials])
-    source_score = np.array([max([e.score for e, r in zip(t.results, t.rows) if r == t.source and _network_scored(e)],
-                                 default=-np.inf) for t in trials])
+    outcomes = _Outcomes(trials)
     best = None
     for exact in sorted(EXACT_GRID, reverse=True):
-        base = [[_is_copy(e, exact) for e in t.results] for t in trials]
-        base_any = np.array([any(b) for b in base])
-        base_source = np.array([any(c for c, r in zip(b, t.rows) if r == t.source) for b, t in zip(base, trials)])
         for score in (None, *sorted(SCORE_GRID, reverse=True)):
-            limit = np.inf if score is None else score
-            found = (base_source | (source_score >= limit))[is_copy]
-            alarms = (base_any | (any_score >= limit))[~is_copy]
-            detection = float(found.mean()) if len(found) else 0.0
-            rate = float(alarms.mean()) if len(alarms) else 0.0
+            detection, rate = outcomes.rates(exact, score)
             key = (rate <= target, detection if rate <= target else -rate)
             if best is None or key > best[0]:
                 best = (key, exact, score, detection, rate)
     _, exact, score, detection, rate = best
     return Calibration(fingerprints=fingerprints, exact_cosine=exact, duplicate_score=score, designs=designs,
-                       copies=int(is_copy.sum()), negatives=int((~is_copy).sum()), detection=detection,
-                       false_alarm_rate=rate, target_false_alarms=target, made_at=time.time())
+                       copies=int(outcomes.is_copy.sum()), negatives=int((~outcomes.is_copy).sum()),
+                       detection=detection, false_alarm_rate=rate, target_false_alarms=target, made_at=time.time())
+
+
+def rates(trials: list[Trial], thresholds: Thresholds) -> tuple[float, float]:
+    """(detection, false-alarm rate) of `trials` under `thresholds`: how a calibration's
+    choice does on trials it was not chosen on."""
+    return _Outcomes(trials).rates(thresholds.exact_cosine, thresholds.duplicate_score)
+
+
+class _Outcomes:
+    """What each trial finds under any pair of thresholds, the per-result judging done once per exact cosine."""
+
+    def __init__(self, trials: list[Trial]) -> None:
+        self.trials = trials
+        self.is_copy = np.array([t.source is not None for t in trials], dtype=bool)
+        # Per trial: the best fused score a network may turn into a copy, among all its results
+        # (an alarm, for a negative) and for its source (a find, for a copy).
+        self.any_score = np.array([max([e.score for e in t.results if _network_scored(e)], default=-np.inf)
+                                   for t in trials])
+        self.source_score = np.array([max([e.score for e, r in zip(t.results, t.rows)
+                                           if r == t.source and _network_scored(e)], default=-np.inf)
+                                      for t in trials])
+        self._base: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def rates(self, exact: float, score: float | None) -> tuple[float, float]:
+        base_any, base_source = self._copies_without_score(exact)
+        limit = np.inf if score is None else score
+        found = (base_source | (self.source_score >= limit))[self.is_copy]
+        alarms = (base_any | (self.any_score >= limit))[~self.is_copy]
+        return (float(found.mean()) if len(found) else 0.0, float(alarms.mean()) if len(alarms) else 0.0)
+
+    def _copies_without_score(self, exact: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per trial: whether any result, and whether its source, is a copy by the other rules."""
+        if exact not in self._base:
+            base = [[_is_copy(e, exact) for e in t.results] for t in self.trials]
+            self._base[exact] = (
+                np.array([any(b) for b in base], dtype=bool),
+                np.array([any(c for c, r in zip(b, t.rows) if r == t.source) for b, t in zip(base, self.trials)],
+                         dtype=bool))
+        return self._base[exact]
 
 
 def _network_scored(evidence: Evidence) -> bool:
@@ -262,4 +304,5 @@ def _is_copy(evidence: Evidence, exact_cosine: float) -> bool:
 
 
 __all__ = ["CalibrationStopped", "Calibration", "DEFAULT_SAMPLE", "DEFAULT_TARGET", "EXACT_COSINE", "FILE_NAME",
-           "MIN_DESIGNS", "TooSmall", "Trial", "calibrate", "choose_thresholds", "fingerprints_for", "fingerprints_of", "load", "save"]
+           "MIN_DESIGNS", "TooSmall", "Trial", "calibrate", "choose_thresholds", "fingerprints_for", "fingerprints_of",
+           "load", "rates", "run_trials", "sample_rows", "save"]

@@ -125,14 +125,17 @@ class CalibrationJob:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _calibrate(self, sample: int, target: float, progress) -> Calibration:
-        snapshot = self.index.snapshot
-
+    def reader(self, snapshot) -> Callable[[int], Image.Image]:
+        """The picture of an indexed design, by row, as the calibration edits it."""
         def read(row: int) -> Image.Image:
             data = (self.config.images / snapshot.data.entries[row].path).read_bytes()
             return decode(data, max_pixels=self.config.index_max_pixels).image
 
-        made = calibration.calibrate(snapshot, self.networks.embed, read, self.decode_query,
+        return read
+
+    def _calibrate(self, sample: int, target: float, progress) -> Calibration:
+        snapshot = self.index.snapshot
+        made = calibration.calibrate(snapshot, self.networks.embed, self.reader(snapshot), self.decode_query,
                                      self.report.previews(snapshot), sample, target, stop=self._stop.is_set,
                                      progress=progress)
         calibration.save(self.path, made)
