@@ -233,7 +233,7 @@ def cmd_calibrate(config: Config, args: argparse.Namespace) -> int:
         score = "off" if made.duplicate_score is None else f"{made.duplicate_score:.3f}"
         print(f"Verdicts {made.summary()} (target {100 * made.target_false_alarms:.1f}%): "
               f"{made.copies} edited copies, {made.negatives} negatives; a fused score makes a copy from {score}, "
-              f"the same picture needs every cosine >= {made.exact_cosine:.3f}")
+              f"{made.duplicate_points} agreeing points do, the same picture needs every cosine >= {made.exact_cosine:.3f}")
     return 0
 
 

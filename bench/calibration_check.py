@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=300, help="designs the calibration measures (its default)")
     parser.add_argument("--held-out", type=int, default=1000, help="designs of the held-out measurement")
     parser.add_argument("--target", type=float, default=0.01, help="false alarms the calibration aims at")
+    parser.add_argument("--draw", type=int, default=0, help="which random draw of designs and held-out edits")
     parser.add_argument("--work", type=Path, help="folder kept between runs (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
     args = parser.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
     from engine.match import calibration
 
     work = args.work or Path(tempfile.mkdtemp(prefix="lookalike-calibration-"))
-    images = collection(args.source, work / "images", args.designs)
+    images = collection(args.source, work / "images", args.designs, args.draw)
     engine = Engine(Config(images=images, cache=work / "cache"))
     started = time.perf_counter()
     engine.reindex()
@@ -60,9 +61,10 @@ def main() -> None:
 
     seen = set(calibration.sample_rows(snapshot.size, args.sample, 0))
     unseen = [row for row in range(snapshot.size) if row not in seen]
-    rows = random.Random(HELD_OUT_SEED).sample(unseen, min(args.held_out, len(unseen)))
+    held_out_seed = HELD_OUT_SEED + args.draw
+    rows = random.Random(held_out_seed).sample(unseen, min(args.held_out, len(unseen)))
     trials = calibration.run_trials(snapshot, engine.networks.embed, engine.calibration.reader(snapshot),
-                                    engine.decode_query, engine.report.previews(snapshot), rows, HELD_OUT_SEED)
+                                    engine.decode_query, engine.report.previews(snapshot), rows, held_out_seed)
     detection, false_alarms = calibration.rates(trials, made.thresholds)
     copies = sum(t.source is not None for t in trials)
     negatives = len(trials) - copies
@@ -70,7 +72,8 @@ def main() -> None:
 
     print(f"collection: {snapshot.size} designs ({', '.join(snapshot.features)}), indexed in {indexed_s:.0f} s")
     print(f"calibration on {made.designs} designs ({made.copies} copies, {made.negatives} negatives, {calibrate_s:.0f} s): "
-          f"copy rule from fused score {made.duplicate_score}, same picture at cosine >= {made.exact_cosine}")
+          f"a copy from {made.duplicate_points} agreeing points or fused score {made.duplicate_score}, "
+          f"same picture at cosine >= {made.exact_cosine}")
     print(f"  reported:  detection {made.detection:.3f}   false alarms {made.false_alarm_rate:.3f}")
     print(f"  held out on {len(rows)} other designs ({copies} copies, {negatives} negatives):")
     print(f"             detection {detection:.3f} ± {interval(detection, copies):.3f}   "
@@ -80,7 +83,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({
             "designs": snapshot.size, "sample": made.designs, "held_out": len(rows),
-            "thresholds": {"exact_cosine": made.exact_cosine, "duplicate_score": made.duplicate_score},
+            "thresholds": made.as_dict()["thresholds"],
             "reported": {"detection": made.detection, "false_alarm_rate": made.false_alarm_rate,
                          "copies": made.copies, "negatives": made.negatives},
             "held_out_rates": {"detection": detection, "false_alarm_rate": false_alarms,
@@ -90,13 +93,13 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def collection(source: Path, target: Path, count: int) -> Path:
-    """`count` designs drawn from `source` (the same ones for the same count), copied once."""
+def collection(source: Path, target: Path, count: int, draw: int) -> Path:
+    """`count` designs drawn from `source` (the same ones for the same count and draw), copied once."""
     if target.is_dir() and any(target.iterdir()):
         return target
     target.mkdir(parents=True, exist_ok=True)
     files = sorted(source.rglob("*.png"))
-    random.Random(0).shuffle(files)
+    random.Random(draw).shuffle(files)
     for i, path in enumerate(files[:count]):
         shutil.copyfile(path, target / f"{i:05d}-{path.name}")
     return target

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -12,8 +13,9 @@ from engine.match import calibration
 from engine.match.calibration import Trial, choose_thresholds
 from engine.match.calibration_job import BUILT_IN_NOTE
 from engine.match.judge import Evidence
-from engine.match.verdict import BUILT_IN, DUPLICATE, SIMILAR, Thresholds, verdict
-from engine.match.verify import NONE
+from engine.match.verdict import (BUILT_IN, DUPLICATE, DUPLICATE_INLIERS, SIMILAR, Thresholds, nearly_verified,
+                                  verdict)
+from engine.match.verify import NONE, Verification
 
 SHAPE = frozenset({"resnet"})
 
@@ -53,6 +55,41 @@ def test_calibrated_thresholds_decide_the_verdict():
     assert verdict({"resnet": score}, score, NONE, score_networks=SHAPE, limits=stricter) == SIMILAR
     assert verdict({"resnet": score}, score, NONE, score_networks=SHAPE,
                    limits=Thresholds(duplicate_score=None, calibrated=True)) == SIMILAR
+
+
+def pointed(inliers: int) -> Evidence:
+    """A result verified by local points alone (a colour-only score, far from any copy's)."""
+    return Evidence({"hsv": 0.5}, 0.5, Verification(inliers, (0, 0, 10, 10), False, matches=inliers + 10))
+
+
+def test_points_shared_by_a_template_raise_the_points_a_copy_needs():
+    # Siblings on one template share 40 points; edited copies keep 65 or more.
+    copies = [Trial([pointed(65 + i)], [i], i) for i in range(10)]
+    siblings = [Trial([pointed(40)], [1000 + i], None) for i in range(10)]
+    chosen = choose_thresholds(copies + siblings, 0.0, 20, {})
+    assert 40 < chosen.duplicate_points <= 65
+    assert chosen.detection == 1.0 and chosen.false_alarm_rate == 0.0
+    # The built-in rule (30 points) calls every sibling a copy.
+    assert calibration.rates(siblings, BUILT_IN) == (0.0, 1.0)
+    assert calibration.rates(copies + siblings, chosen.thresholds) == (1.0, 0.0)
+
+
+def test_a_calibrated_points_rule_decides_the_verdict_and_what_drawings_can_make_up_for():
+    forty = Verification(40, (0, 0, 10, 10), False, matches=50)
+    assert verdict({"hsv": 0.5}, 0.5, forty) == DUPLICATE  # built in: 30 points
+    assert verdict({"hsv": 0.5}, 0.5, forty, limits=Thresholds(duplicate_points=50, calibrated=True)) == SIMILAR
+    assert nearly_verified(forty, 50) and not nearly_verified(forty, 60)  # 10 points short at most
+    assert nearly_verified(replace(forty, inliers=20), DUPLICATE_INLIERS)  # the built-in 20 to 29
+
+
+def test_a_calibration_stored_before_points_were_calibrated_still_loads(cfg):
+    made = choose_thresholds(synthetic_trials([0.95], [0.5]), 0.0, 60, {"hsv": "v1"})
+    stored = made.as_dict()
+    del stored["thresholds"]["duplicate_points"]
+    path = cfg.cache / "calibration.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored))
+    assert calibration.load(path, {"hsv": "v1"}).thresholds.duplicate_points == DUPLICATE_INLIERS
 
 
 def write_designs(cfg, count: int) -> None:

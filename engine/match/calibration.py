@@ -9,7 +9,8 @@ that design left out) must not call anything a copy.  The thresholds of the
 rules that involve a score (the fused score that makes a copy without local
 evidence, the cosines that make the same picture) are then chosen so that at
 most a target share of negatives raise a false alarm, with the most copies
-found.  A design with a near-identical variant in the collection (thumbprints
+found.  The points that make a copy are chosen the same way: a collection of icon
+sets and card decks, whose siblings share a template's points, calls for more.  A design with a near-identical variant in the collection (thumbprints
 correlating >= SAME_DESIGN, as is or mirrored) is not used as a negative: its
 variant is a right answer.
 """
@@ -33,7 +34,7 @@ from engine.index.snapshot import Snapshot
 from engine.index.store import IndexData
 from engine.match.judge import Evidence, judge
 from engine.match.search import Previews, SearchResult, search
-from engine.match.verdict import DUPLICATE, EXACT, EXACT_COSINE, Thresholds
+from engine.match.verdict import DUPLICATE, DUPLICATE_INLIERS, EXACT, EXACT_COSINE, Thresholds
 from features import FEATURE_NAMES, registry, thumbprint
 from features.files import atomic_write
 
@@ -50,6 +51,7 @@ RESULTS = 10  # results per query, as the page shows by default and bench/qualit
 # Candidate thresholds; the fused-score rule may also be left off (None).
 SCORE_GRID = tuple(round(float(v), 3) for v in np.arange(0.70, 1.0001, 0.005))
 EXACT_GRID = tuple(round(float(v), 3) for v in np.arange(0.95, 0.9991, 0.001))
+POINTS_GRID = (30, 35, 40, 45, 50, 60, 70, 80, 100, 120)
 KINDS = tuple(sorted(EDITS))
 
 
@@ -73,10 +75,11 @@ class Calibration:
     false_alarm_rate: float
     target_false_alarms: float
     made_at: float
+    duplicate_points: int = DUPLICATE_INLIERS
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.exact_cosine, self.duplicate_score, calibrated=True)
+        return Thresholds(self.exact_cosine, self.duplicate_score, self.duplicate_points, calibrated=True)
 
     def summary(self) -> str:
         return (f"calibrated on {self.designs} of your designs: finds {100 * self.detection:.0f}% of edited copies "
@@ -84,7 +87,7 @@ class Calibration:
 
     def as_dict(self) -> dict:
         stored = asdict(self)
-        limits = {name: stored.pop(name) for name in ("exact_cosine", "duplicate_score")}
+        limits = {name: stored.pop(name) for name in ("exact_cosine", "duplicate_score", "duplicate_points")}
         return {**stored, "thresholds": limits, "summary": self.summary()}
 
 
@@ -129,6 +132,9 @@ def _parse(stored: dict) -> Calibration:
     limits = stored["thresholds"]
     exact, score = float(limits["exact_cosine"]), limits["duplicate_score"]
     score = None if score is None else float(score)
+    points = int(limits.get("duplicate_points", DUPLICATE_INLIERS))  # files from before it was calibrated
+    if not DUPLICATE_INLIERS <= points <= max(POINTS_GRID):
+        raise ValueError(f"duplicate_points {points} is outside {DUPLICATE_INLIERS}..{max(POINTS_GRID)}")
     if not isinstance(fields["fingerprints"], dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in fields["fingerprints"].items()):
         raise ValueError("fingerprints must map feature names to strings")
@@ -136,7 +142,7 @@ def _parse(stored: dict) -> Calibration:
                         ("false_alarm_rate", fields["false_alarm_rate"])):
         if value is not None and not 0 <= float(value) <= 1:
             raise ValueError(f"{name} {value} is outside 0..1")
-    return Calibration(exact_cosine=exact, duplicate_score=score, **fields)
+    return Calibration(exact_cosine=exact, duplicate_score=score, duplicate_points=points, **fields)
 
 
 @dataclass
@@ -243,22 +249,24 @@ def choose_thresholds(trials: list[Trial], target: float, designs: int, fingerpr
     equals, the strictest (the higher thresholds, the fused-score rule left off first)."""
     outcomes = _Outcomes(trials)
     best = None
-    for exact in sorted(EXACT_GRID, reverse=True):
-        for score in (None, *sorted(SCORE_GRID, reverse=True)):
-            detection, rate = outcomes.rates(exact, score)
-            key = (rate <= target, detection if rate <= target else -rate)
-            if best is None or key > best[0]:
-                best = (key, exact, score, detection, rate)
-    _, exact, score, detection, rate = best
+    for points in sorted(POINTS_GRID, reverse=True):
+        for exact in sorted(EXACT_GRID, reverse=True):
+            for score in (None, *sorted(SCORE_GRID, reverse=True)):
+                detection, rate = outcomes.rates(exact, score, points)
+                key = (rate <= target, detection if rate <= target else -rate)
+                if best is None or key > best[0]:
+                    best = (key, exact, score, points, detection, rate)
+    _, exact, score, points, detection, rate = best
     return Calibration(fingerprints=fingerprints, exact_cosine=exact, duplicate_score=score, designs=designs,
                        copies=int(outcomes.is_copy.sum()), negatives=int((~outcomes.is_copy).sum()),
-                       detection=detection, false_alarm_rate=rate, target_false_alarms=target, made_at=time.time())
+                       detection=detection, false_alarm_rate=rate, target_false_alarms=target, made_at=time.time(),
+                       duplicate_points=points)
 
 
 def rates(trials: list[Trial], thresholds: Thresholds) -> tuple[float, float]:
     """(detection, false-alarm rate) of `trials` under `thresholds`: how a calibration's
     choice does on trials it was not chosen on."""
-    return _Outcomes(trials).rates(thresholds.exact_cosine, thresholds.duplicate_score)
+    return _Outcomes(trials).rates(thresholds.exact_cosine, thresholds.duplicate_score, thresholds.duplicate_points)
 
 
 class _Outcomes:
@@ -274,33 +282,40 @@ class _Outcomes:
         self.source_score = np.array([max([e.score for e, r in zip(t.results, t.rows)
                                            if r == t.source and _network_scored(e)], default=-np.inf)
                                       for t in trials])
-        self._base: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._base: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._judged: dict[tuple, bool] = {}
 
-    def rates(self, exact: float, score: float | None) -> tuple[float, float]:
-        base_any, base_source = self._copies_without_score(exact)
+    def rates(self, exact: float, score: float | None, points: int) -> tuple[float, float]:
+        base_any, base_source = self._copies_without_score(exact, points)
         limit = np.inf if score is None else score
         found = (base_source | (self.source_score >= limit))[self.is_copy]
         alarms = (base_any | (self.any_score >= limit))[~self.is_copy]
         return (float(found.mean()) if len(found) else 0.0, float(alarms.mean()) if len(alarms) else 0.0)
 
-    def _copies_without_score(self, exact: float) -> tuple[np.ndarray, np.ndarray]:
+    def _copies_without_score(self, exact: float, points: int) -> tuple[np.ndarray, np.ndarray]:
         """Per trial: whether any result, and whether its source, is a copy by the other rules."""
-        if exact not in self._base:
-            base = [[_is_copy(e, exact) for e in t.results] for t in self.trials]
-            self._base[exact] = (
+        if (exact, points) not in self._base:
+            base = [[self._is_copy(e, exact, points) for e in t.results] for t in self.trials]
+            self._base[exact, points] = (
                 np.array([any(b) for b in base], dtype=bool),
                 np.array([any(c for c, r in zip(b, t.rows) if r == t.source) for b, t in zip(base, self.trials)],
                          dtype=bool))
-        return self._base[exact]
+        return self._base[exact, points]
+
+    def _is_copy(self, evidence: Evidence, exact: float, points: int) -> bool:
+        """Whether the evidence makes a copy without the fused-score rule.  The same-picture
+        cosine changes only the verdicts of results whose every cosine reaches it: the rest
+        are judged once per points rule."""
+        nearest = min(evidence.scores.values(), default=0.0)
+        key = (id(evidence), exact if nearest >= exact else None, points)
+        if key not in self._judged:
+            limits = Thresholds(exact if key[1] is not None else 2.0, None, points, calibrated=True)
+            self._judged[key] = judge(evidence, limits).verdict in (EXACT, DUPLICATE)
+        return self._judged[key]
 
 
 def _network_scored(evidence: Evidence) -> bool:
     return bool(evidence.score_networks and evidence.score_networks & set(evidence.scores))
-
-
-def _is_copy(evidence: Evidence, exact_cosine: float) -> bool:
-    """Whether the evidence makes a copy without the fused-score rule."""
-    return judge(evidence, Thresholds(exact_cosine, None, calibrated=True)).verdict in (EXACT, DUPLICATE)
 
 
 __all__ = ["CalibrationStopped", "Calibration", "DEFAULT_SAMPLE", "DEFAULT_TARGET", "EXACT_COSINE", "FILE_NAME",

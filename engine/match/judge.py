@@ -15,7 +15,8 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from engine.match.agreement import Agreement, analysis_to_preview, content_agreement, edge_agreement
-from engine.match.verdict import BUILT_IN, DUPLICATE, SIMILAR, Thresholds, support, verdict, verified
+from engine.match.verdict import (BUILT_IN, DUPLICATE, SIMILAR, Thresholds, nearly_verified, support, verdict,
+                                  verified)
 from engine.match.verify import TWIN_CORRELATION, Verification
 
 # Thumbprints this close (and of as much ink) are one picture at 24 px, to within
@@ -83,8 +84,9 @@ def judge(evidence: Evidence, limits: Thresholds = BUILT_IN) -> Judgement:
         # A template's points, or thumbprints alike only at 24 px (stars of 51 and 81 points).
         check = replace(check, inliers=0, transform=None, twin=0.0)
     label = verdict(scores, score, check, same_bytes, same_size, score_networks, limits)
-    by_points = verified(check)
-    if label == SIMILAR and drawing is not None and support(check) > 0 and drawing.close():
+    by_points = verified(check, limits.duplicate_points)
+    if label == SIMILAR and drawing is not None and nearly_verified(check, limits.duplicate_points) \
+            and drawing.close():
         # Too few points alone, but the aligned drawings coincide: two kinds of evidence.
         label, by_points = DUPLICATE, True
     return Judgement(label, check, by_points, evidence)

@@ -34,6 +34,9 @@ MIN_AGREEMENT = 0.3
 DUPLICATE_SCORE = 0.90
 # Fewer agreeing points than DUPLICATE_INLIERS still rank a result up (see `support`).
 SUPPORT_INLIERS = 20
+# Points short of the points rule that aligned drawings coinciding can make up for
+# (engine/match/judge.py): with the built-in rule, 20 to 29.
+POINTS_SHORT = DUPLICATE_INLIERS - SUPPORT_INLIERS
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class Thresholds:
 
     exact_cosine: float = EXACT_COSINE
     duplicate_score: float | None = DUPLICATE_SCORE  # None: a fused score alone never makes a copy
+    # Agreeing points that make a copy.  Collections full of designs on shared templates
+    # (icon sets, card decks) call for more: their siblings share 30-80 points.
+    duplicate_points: int = DUPLICATE_INLIERS
     calibrated: bool = False  # chosen on this collection: the fused score of any network is trusted
 
 
@@ -67,12 +73,13 @@ def verdict(scores: Mapping[str, float], score: float, check: Verification, same
         return EXACT
     close = bool(scores) and min(scores.values()) >= limits.exact_cosine
     networks = bool((set(registry.NETWORKS) if score_networks is None else score_networks) & set(scores))
+    points = verified(check, limits.duplicate_points)
     if close and same_size and not check.mirrored and _in_place(check):
-        if verified(check) and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
+        if points and (check.inliers >= EXACT_INLIERS or check.twin >= EXACT_TWIN):
             return EXACT
         if networks and check.matches == 0:
             return EXACT  # no local features to consult: the networks agree
-    if verified(check) or (networks and limits.duplicate_score is not None and score >= limits.duplicate_score):
+    if points or (networks and limits.duplicate_score is not None and score >= limits.duplicate_score):
         return DUPLICATE
     return SIMILAR
 
@@ -94,12 +101,19 @@ def _in_place(check: Verification) -> bool:
     return bool(linear_ok and shift_ok and flat_ok)
 
 
-def verified(check: Verification) -> bool:
+def verified(check: Verification, points: int = DUPLICATE_INLIERS) -> bool:
     """Whether the verification alone makes the pair an edited copy: agreeing local
-    points, or (for icons and flat shapes with too few corners) twin thumbprints."""
-    if check.inliers >= EXACT_INLIERS or check.twin >= TWIN_CORRELATION:  # never chance
+    points (`points` of them, the built-in rule's unless calibrated), or (for icons and
+    flat shapes with too few corners) twin thumbprints."""
+    if check.twin >= TWIN_CORRELATION or check.inliers >= max(EXACT_INLIERS, points):  # never chance
         return True
-    return check.inliers >= DUPLICATE_INLIERS and check.inliers >= MIN_AGREEMENT * check.matches
+    return check.inliers >= points and check.inliers >= MIN_AGREEMENT * check.matches
+
+
+def nearly_verified(check: Verification, points: int = DUPLICATE_INLIERS) -> bool:
+    """A few points short of `points` (POINTS_SHORT at most), as large a share of the
+    correspondences: enough where the aligned drawings coincide too."""
+    return check.inliers >= points - POINTS_SHORT and check.inliers >= MIN_AGREEMENT * check.matches
 
 
 # Confidence bands: every verified pair ranks above every unverified one, whatever
