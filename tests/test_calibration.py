@@ -57,6 +57,19 @@ def test_calibrated_thresholds_decide_the_verdict():
                    limits=Thresholds(duplicate_score=None, calibrated=True)) == SIMILAR
 
 
+def test_the_rates_reported_are_measured_on_designs_the_choice_was_made_without():
+    # Ten designs whose copies score 0.90; the negatives' worst lookalikes score 0.70, but
+    # design 9's scores 0.92.  With design 9 among them, no rule finds a copy without an
+    # alarm; the designs judged by a rule chosen without it (designs 4 and 9, one fold of
+    # five) are found, and design 9's negative raises the alarm the choice never saw.
+    trials = [Trial([scored(0.90)], [d], d, d) for d in range(10)]
+    trials += [Trial([scored(0.92 if d == 9 else 0.70)], [1000 + d], None, d) for d in range(10)]
+    chosen = choose_thresholds(trials, 0.0, 10, {})
+    assert chosen.detection == 0.0 and chosen.false_alarm_rate == 0.0
+    detection, false_alarms = calibration.cross_validated(trials, 0.0)
+    assert detection == pytest.approx(0.2) and false_alarms == pytest.approx(0.1)
+
+
 def pointed(inliers: int) -> Evidence:
     """A result verified by local points alone (a colour-only score, far from any copy's)."""
     return Evidence({"hsv": 0.5}, 0.5, Verification(inliers, (0, 0, 10, 10), False, matches=inliers + 10))

@@ -2,7 +2,6 @@
 import csv
 import io
 import shutil
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

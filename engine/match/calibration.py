@@ -7,12 +7,11 @@ in engine/images/edits.py) and searched: each edited copy must find its source
 and be called a copy; each negative (another edit of a design, searched with
 that design left out) must not call anything a copy.  The thresholds of the
 rules that involve a score (the fused score that makes a copy without local
-evidence, the cosines that make the same picture) are then chosen so that at
-most a target share of negatives raise a false alarm, with the most copies
-found.  The points that make a copy are chosen the same way: a collection of icon
-sets and card decks, whose siblings share a template's points, calls for more.  A design with a near-identical variant in the collection (thumbprints
-correlating >= SAME_DESIGN, as is or mirrored) is not used as a negative: its
-variant is a right answer.
+evidence, the cosines that make the same picture, the points that make a copy)
+are then chosen (engine/match/choosing.py) so that at most a target share of
+negatives raise a false alarm, with the most copies found.  A design with a
+near-identical variant in the collection (thumbprints correlating >= SAME_DESIGN,
+as is or mirrored) is not used as a negative: its variant is a right answer.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,9 +31,10 @@ from PIL import Image
 from engine.images.edits import EDITS
 from engine.index.snapshot import Snapshot
 from engine.index.store import IndexData
-from engine.match.judge import Evidence, judge
+from engine.match.choosing import POINTS_GRID, Trial, choose, cross_validated, rates
+from engine.match.judge import Evidence
 from engine.match.search import Previews, SearchResult, search
-from engine.match.verdict import DUPLICATE, DUPLICATE_INLIERS, EXACT, EXACT_COSINE, Thresholds
+from engine.match.verdict import DUPLICATE_INLIERS, EXACT_COSINE, Thresholds
 from features import FEATURE_NAMES, registry, thumbprint
 from features.files import atomic_write
 
@@ -48,10 +48,6 @@ MIN_DESIGNS = 50
 # Thumbprints this alike are one design drawn twice: such a design makes no negative.
 SAME_DESIGN = 0.9
 RESULTS = 10  # results per query, as the page shows by default and bench/quality.py counts
-# Candidate thresholds; the fused-score rule may also be left off (None).
-SCORE_GRID = tuple(round(float(v), 3) for v in np.arange(0.70, 1.0001, 0.005))
-EXACT_GRID = tuple(round(float(v), 3) for v in np.arange(0.95, 0.9991, 0.001))
-POINTS_GRID = (30, 35, 40, 45, 50, 60, 70, 80, 100, 120)
 KINDS = tuple(sorted(EDITS))
 
 
@@ -145,15 +141,6 @@ def _parse(stored: dict) -> Calibration:
     return Calibration(exact_cosine=exact, duplicate_score=score, duplicate_points=points, **fields)
 
 
-@dataclass
-class Trial:
-    """One edited copy searched: its results' evidence, and the row it must find (copies)."""
-
-    results: list[Evidence]
-    rows: list[int]
-    source: int | None  # the row a copy must find; None for a negative
-
-
 def calibrate(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.Image],
               decode_query: Callable[[bytes], object], previews: Previews, sample: int = DEFAULT_SAMPLE,
               target: float = DEFAULT_TARGET, seed: int = 0, stop: Callable[[], bool] = lambda: False,
@@ -167,7 +154,9 @@ def calibrate(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.I
                        "the built-in thresholds apply")
     rows = sample_rows(snapshot.size, sample, seed)
     trials = run_trials(snapshot, embed, read, decode_query, previews, rows, seed, stop, progress)
-    return choose_thresholds(trials, target, len(rows), fingerprints_of(snapshot))
+    chosen = choose_thresholds(trials, target, len(rows), fingerprints_of(snapshot))
+    detection, rate = cross_validated(trials, target)
+    return replace(chosen, detection=detection, false_alarm_rate=rate)
 
 
 def sample_rows(size: int, sample: int, seed: int) -> list[int]:
@@ -194,12 +183,12 @@ def run_trials(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.
             log.info("Calibration leaves out %s: %s", snapshot.data.entries[row].path, exc)
             continue
         copy = _search(snapshot, embed, decode_query, previews, _edited(design, KINDS[n % len(KINDS)], seed + n))
-        trials.append(Trial([_trusting(r.evidence, networks) for r in copy], [r.row for r in copy], row))
+        trials.append(Trial([_trusting(r.evidence, networks) for r in copy], [r.row for r in copy], row, row))
         if row not in variants:
             kind = KINDS[(n + len(KINDS) // 2) % len(KINDS)]
             found = _search(snapshot, embed, decode_query, previews, _edited(design, kind, seed + 10_000 + n),
                             exclude=row)
-            trials.append(Trial([_trusting(r.evidence, networks) for r in found], [r.row for r in found], None))
+            trials.append(Trial([_trusting(r.evidence, networks) for r in found], [r.row for r in found], None, row))
         if progress:
             progress(n + 1, len(rows))
     return trials
@@ -245,79 +234,14 @@ def _with_variants(snapshot: Snapshot) -> set[int]:
 
 
 def choose_thresholds(trials: list[Trial], target: float, designs: int, fingerprints: dict[str, str]) -> Calibration:
-    """The thresholds with at most `target` false alarms and the most copies found; among
-    equals, the strictest (the higher thresholds, the fused-score rule left off first)."""
-    outcomes = _Outcomes(trials)
-    best = None
-    for points in sorted(POINTS_GRID, reverse=True):
-        for exact in sorted(EXACT_GRID, reverse=True):
-            for score in (None, *sorted(SCORE_GRID, reverse=True)):
-                detection, rate = outcomes.rates(exact, score, points)
-                key = (rate <= target, detection if rate <= target else -rate)
-                if best is None or key > best[0]:
-                    best = (key, exact, score, points, detection, rate)
-    _, exact, score, points, detection, rate = best
-    return Calibration(fingerprints=fingerprints, exact_cosine=exact, duplicate_score=score, designs=designs,
-                       copies=int(outcomes.is_copy.sum()), negatives=int((~outcomes.is_copy).sum()),
-                       detection=detection, false_alarm_rate=rate, target_false_alarms=target, made_at=time.time(),
-                       duplicate_points=points)
-
-
-def rates(trials: list[Trial], thresholds: Thresholds) -> tuple[float, float]:
-    """(detection, false-alarm rate) of `trials` under `thresholds`: how a calibration's
-    choice does on trials it was not chosen on."""
-    return _Outcomes(trials).rates(thresholds.exact_cosine, thresholds.duplicate_score, thresholds.duplicate_points)
-
-
-class _Outcomes:
-    """What each trial finds under any pair of thresholds, the per-result judging done once per exact cosine."""
-
-    def __init__(self, trials: list[Trial]) -> None:
-        self.trials = trials
-        self.is_copy = np.array([t.source is not None for t in trials], dtype=bool)
-        # Per trial: the best fused score a network may turn into a copy, among all its results
-        # (an alarm, for a negative) and for its source (a find, for a copy).
-        self.any_score = np.array([max([e.score for e in t.results if _network_scored(e)], default=-np.inf)
-                                   for t in trials])
-        self.source_score = np.array([max([e.score for e, r in zip(t.results, t.rows)
-                                           if r == t.source and _network_scored(e)], default=-np.inf)
-                                      for t in trials])
-        self._base: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._judged: dict[tuple, bool] = {}
-
-    def rates(self, exact: float, score: float | None, points: int) -> tuple[float, float]:
-        base_any, base_source = self._copies_without_score(exact, points)
-        limit = np.inf if score is None else score
-        found = (base_source | (self.source_score >= limit))[self.is_copy]
-        alarms = (base_any | (self.any_score >= limit))[~self.is_copy]
-        return (float(found.mean()) if len(found) else 0.0, float(alarms.mean()) if len(alarms) else 0.0)
-
-    def _copies_without_score(self, exact: float, points: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per trial: whether any result, and whether its source, is a copy by the other rules."""
-        if (exact, points) not in self._base:
-            base = [[self._is_copy(e, exact, points) for e in t.results] for t in self.trials]
-            self._base[exact, points] = (
-                np.array([any(b) for b in base], dtype=bool),
-                np.array([any(c for c, r in zip(b, t.rows) if r == t.source) for b, t in zip(base, self.trials)],
-                         dtype=bool))
-        return self._base[exact, points]
-
-    def _is_copy(self, evidence: Evidence, exact: float, points: int) -> bool:
-        """Whether the evidence makes a copy without the fused-score rule.  The same-picture
-        cosine changes only the verdicts of results whose every cosine reaches it: the rest
-        are judged once per points rule."""
-        nearest = min(evidence.scores.values(), default=0.0)
-        key = (id(evidence), exact if nearest >= exact else None, points)
-        if key not in self._judged:
-            limits = Thresholds(exact if key[1] is not None else 2.0, None, points, calibrated=True)
-            self._judged[key] = judge(evidence, limits).verdict in (EXACT, DUPLICATE)
-        return self._judged[key]
-
-
-def _network_scored(evidence: Evidence) -> bool:
-    return bool(evidence.score_networks and evidence.score_networks & set(evidence.scores))
+    """The calibration `trials` call for (engine/match/choosing.py), with their own rates."""
+    chosen = choose(trials, target)
+    return Calibration(fingerprints=fingerprints, exact_cosine=chosen.exact_cosine,
+                       duplicate_score=chosen.duplicate_score, duplicate_points=chosen.duplicate_points,
+                       designs=designs, copies=chosen.copies, negatives=chosen.negatives, detection=chosen.detection,
+                       false_alarm_rate=chosen.false_alarm_rate, target_false_alarms=target, made_at=time.time())
 
 
 __all__ = ["CalibrationStopped", "Calibration", "DEFAULT_SAMPLE", "DEFAULT_TARGET", "EXACT_COSINE", "FILE_NAME",
            "MIN_DESIGNS", "TooSmall", "Trial", "calibrate", "choose_thresholds", "fingerprints_for", "fingerprints_of",
-           "load", "rates", "run_trials", "sample_rows", "save"]
+           "cross_validated", "load", "rates", "run_trials", "sample_rows", "save"]
