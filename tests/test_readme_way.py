@@ -77,8 +77,10 @@ def served(tmp_path_factory):
     """`python image.py serve` in a repository copy, as the README starts it."""
     root = repository_copy(tmp_path_factory.mktemp("fresh-clone"))
     designs = sorted((root / "static" / "images").glob("*.png"))
-    # A copy under another name, so the Duplicates page has a group to show.
-    shutil.copyfile(designs[0], root / "static" / "images" / f"copy of {designs[0].name}")
+    # A copy under another name, so the Duplicates page has a group to show; named as a
+    # file manager names it, it sorts before every bundled design (the networks' own
+    # checks must not take the collection's first design for theirs).
+    shutil.copyfile(designs[4], root / "static" / "images" / f"Copy of {designs[4].name}")
     port = free_port()
     env = {**os.environ, "LOOKALIKE_PASSWORD": PASSWORD, "LOOKALIKE_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     for name in ("LOOKALIKE_IMAGES", "LOOKALIKE_CACHE", "LOOKALIKE_MODELS"):
