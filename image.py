@@ -161,8 +161,9 @@ def cmd_search(config: Config, args: argparse.Namespace) -> int:
         print("error: give query images and/or --text", file=sys.stderr)
         return 2
     engine = Engine(config)  # models load once, on the first query, for every query
-    top_k = args.top_k or config.top_k
-    failures = 0
+    if not len(engine.index.data):  # else an empty answer reads as "nothing alike"
+        print(f"note: nothing is indexed in {config.cache} yet; run `python image.py index` first", file=sys.stderr)
+    top_k, failures = args.top_k or config.top_k, 0
     jobs = [(q, lambda q=q: engine.search_bytes(Path(q).read_bytes(), top_k, args.weights)) for q in args.queries]
     jobs += [(t, lambda t=t: engine.search_text(t, top_k)) for t in args.text]
     for query, run in jobs:
@@ -252,7 +253,6 @@ def cmd_models_status(config: Config, args: argparse.Namespace) -> int:
             print(f"{row['name']:7s} {state:45s} {row['path']}\n        {row['description']}")
         if not next(row for row in rows if row["name"] == "resnet")["present"]:
             from features import efficientnet
-
             bundled = efficientnet.weights_file()
             print(f"shape   {'from ' + efficientnet.DESCRIPTION + ': ' + str(bundled) if bundled else 'off: no weights'}")
     return 0

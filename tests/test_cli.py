@@ -46,6 +46,13 @@ def test_search_json_one_line_per_query(cfg, collection, indexed, tmp_path):
     assert set(first["scores"]) == {"clip", "resnet", "hsv"}
 
 
+def test_search_before_anything_is_indexed_says_what_to_run(cfg, collection):
+    result = run("search", cfg.images / "design_01.png", "--images", cfg.images, "--cache", cfg.cache, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip())["results"] == []
+    assert "nothing is indexed" in result.stderr and "image.py index" in result.stderr
+
+
 def test_environment_supplies_defaults_and_flags_win(cfg, collection, tmp_path):
     env = {"LOOKALIKE_IMAGES": str(tmp_path / "nowhere"), "LOOKALIKE_CACHE": str(cfg.cache)}
     assert run("index", "--json", env_extra=env).returncode == 2
