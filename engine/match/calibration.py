@@ -31,7 +31,7 @@ from PIL import Image
 from engine.images.edits import EDITS
 from engine.index.snapshot import Snapshot
 from engine.index.store import IndexData
-from engine.match.choosing import POINTS_GRID, Trial, choose, cross_validated, rates
+from engine.match.choosing import POINTS_GRID, Chosen, Trial, choose, cross_validated, rates
 from engine.match.judge import Evidence
 from engine.match.search import Previews, SearchResult, search
 from engine.match.verdict import DUPLICATE_INLIERS, EXACT_COSINE, Thresholds
@@ -154,9 +154,10 @@ def calibrate(snapshot: Snapshot, embed: Callable, read: Callable[[int], Image.I
                        "the built-in thresholds apply")
     rows = sample_rows(snapshot.size, sample, seed)
     trials = run_trials(snapshot, embed, read, decode_query, previews, rows, seed, stop, progress)
-    chosen = choose_thresholds(trials, target, len(rows), fingerprints_of(snapshot))
-    detection, rate = cross_validated(trials, target)
-    return replace(chosen, detection=detection, false_alarm_rate=rate)
+    chosen = choose(trials, target)
+    detection, rate = chosen.validated  # what designs the choice was not made on show
+    return replace(_calibration(chosen, target, len(rows), fingerprints_of(snapshot)),
+                   detection=detection, false_alarm_rate=rate)
 
 
 def sample_rows(size: int, sample: int, seed: int) -> list[int]:
@@ -235,7 +236,10 @@ def _with_variants(snapshot: Snapshot) -> set[int]:
 
 def choose_thresholds(trials: list[Trial], target: float, designs: int, fingerprints: dict[str, str]) -> Calibration:
     """The calibration `trials` call for (engine/match/choosing.py), with their own rates."""
-    chosen = choose(trials, target)
+    return _calibration(choose(trials, target), target, designs, fingerprints)
+
+
+def _calibration(chosen: Chosen, target: float, designs: int, fingerprints: dict[str, str]) -> Calibration:
     return Calibration(fingerprints=fingerprints, exact_cosine=chosen.exact_cosine,
                        duplicate_score=chosen.duplicate_score, duplicate_points=chosen.duplicate_points,
                        designs=designs, copies=chosen.copies, negatives=chosen.negatives, detection=chosen.detection,

@@ -137,6 +137,6 @@ def confidence(score: float, check: Verification) -> float:
 def support(check: Verification) -> float:
     """Local evidence short of a verified copy, 0-1: agreeing points that rank a result
     above colour-only lookalikes without making it a copy (a design on a busy sheet)."""
-    if check.inliers < SUPPORT_INLIERS or check.inliers < MIN_AGREEMENT * check.matches:
+    if not nearly_verified(check):
         return 0.0
     return min(1.0, check.inliers / DUPLICATE_INLIERS)
