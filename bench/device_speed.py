@@ -1,27 +1,37 @@
 #!/usr/bin/env python3
-"""Indexing on each device the machine has: the networks alone, the decode bound, the pipeline.
+"""Indexing on each device the machine has: the networks alone, the workers' bound, the pipeline.
 
 Random weights in the real formats stand in for CLIP and ResNet50 (the compute is
 the same).  For every device (the GPU when torch sees one, and the CPU unless
---gpu-only), in one run:
+--gpu-only), in one run, on designs and (with --photos) on 12 MP photos:
 
 - start-up: building both networks and choosing their precision (fp16 on a GPU,
   int8 on a CPU, each only where it keeps the features), then the first batch;
 - networks alone: images per second through both networks on ready inputs;
-- decode bound: the indexing workers alone (read, decode, colour, local features,
-  regions, previews, letterboxing), no networks: the most the pipeline can do;
-- pipeline: `image.py index`'s Indexer on the designs, networks included;
-- the pipeline against min(networks alone, decode bound).
+- workers' bound: the indexing workers alone (read, decode, colour, local
+  features, regions, previews, letterboxing), no networks: the most the
+  pipeline can do; on a GPU for photos also with the JPEGs decoded on the GPU;
+- pipeline: `image.py index`'s Indexer, networks included (on a GPU, photos
+  with and without GPU decoding);
+- the pipeline against min(networks alone, workers' bound).
 
-    python bench/device_speed.py --designs DIR [--count 400] [--gpu-only]
+First, how the worker stage alone scales with its threads (1 up to every core):
+with the helper libraries' own thread pools as they come and previews fsynced,
+with the pools held to one thread, and as Lookalike runs it (pools held, previews
+not fsynced).  On a GPU, how far GPU-decoded photos are from CPU-decoded ones.
+
+    python bench/device_speed.py --designs DIR [--photos DIR] [--count 400] [--gpu-only]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,13 +56,101 @@ def random_weights(folder: Path) -> Path:
     return target
 
 
-def measure(device: str, designs: list[Path], models_dir: Path, work: Path) -> dict:
+def photo_variants(sources: list[Path], count: int, folder: Path) -> list[Path]:
+    """`count` distinct 12 MP JPEGs (quality 92) cut from the sources: each a different crop, some mirrored."""
+    from PIL import Image, ImageOps
 
-    from engine import models
+    folder.mkdir(parents=True)
+    draw = random.Random(7)
+
+    def make(index: int) -> Path:
+        with Image.open(sources[index % len(sources)]) as image:
+            image = image.convert("RGB")
+        keep = draw.uniform(0.8, 1.0)
+        left, top = draw.uniform(0, 1 - keep) * image.width, draw.uniform(0, 1 - keep) * image.height
+        image = image.crop((round(left), round(top), round(left + keep * image.width), round(top + keep * image.height)))
+        scale = (12_000_000 / (image.width * image.height)) ** 0.5
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        if index % 2:
+            image = ImageOps.mirror(image)
+        path = folder / f"{index:04d}.jpg"
+        image.save(path, "JPEG", quality=92)
+        return path
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return list(pool.map(make, range(count)))
+
+
+def set_helper_pools(quiet: bool, as_they_come: dict) -> None:
+    """OpenCV's and the pool-threaded BLAS libraries' threads: one each, or as they came."""
+    import cv2
+    from threadpoolctl import ThreadpoolController
+
+    cv2.setNumThreads(1 if quiet else as_they_come["cv2"])
+    for library in ThreadpoolController().select(user_api="blas").lib_controllers:
+        if library.info().get("threading_layer") != "openmp":
+            library.set_num_threads(1 if quiet else as_they_come.get(library.filepath, os.cpu_count()))
+
+
+def helper_pools_as_they_come() -> dict:
+    import cv2
+    from threadpoolctl import ThreadpoolController
+
+    sizes = {lib.filepath: lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+    return {"cv2": cv2.getNumThreads(), **sizes}
+
+
+def workers_rate(indexer, files, threads: int) -> float:
+    """Images per second through the worker stage alone, on `threads` threads."""
+    every_feature = frozenset(indexer.fingerprints)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(indexer.prepare, [(file, every_feature) for file in files]))
+    return len(files) / (time.perf_counter() - started)
+
+
+def worker_scaling(folder: Path, extractors: dict, work: Path, pools: dict) -> None:
+    """How the worker stage scales with threads, by how the helper pools and previews are set."""
+    import functools
+
     from engine.config import Config
-    from engine.images.decode import decode
+    from engine.images import thumbs
+    from engine.images.scan import scan
     from engine.index.pipeline import Indexer
-    from engine.index.store import IndexData
+
+    files = list(scan(folder))
+    counts = sorted({1, 4, 8, os.cpu_count() or 1})
+    settings = (("pools as they come, previews fsynced", False, True),
+                ("pools one thread, previews fsynced", True, True),
+                ("pools one thread, previews not fsynced (as shipped)", True, False))
+    print(f"\nworker stage alone, {len(files)} designs, images/s by threads:")
+    print("| setting | " + " | ".join(f"{n} threads" for n in counts) + " |")
+    print("|---|" + "---|" * len(counts))
+    shipped = thumbs.atomic_write
+    try:
+        for label, quiet, durable in settings:
+            set_helper_pools(quiet, pools)
+            thumbs.atomic_write = functools.partial(_forced_write, durable) if durable else shipped
+            rates = []
+            for threads in counts:
+                cache = Path(tempfile.mkdtemp(dir=work))
+                rates.append(workers_rate(Indexer(Config(images=folder, cache=cache), extractors), files, threads))
+            print(f"| {label} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
+    finally:
+        thumbs.atomic_write = shipped
+        set_helper_pools(True, pools)
+
+
+def _forced_write(forced: bool, path, data, **options):
+    from features.files import atomic_write
+
+    return atomic_write(path, data, **{**options, "durable": forced})
+
+
+def measure(device: str, designs: list[Path], models_dir: Path, work: Path, photos: list[Path] = ()) -> dict:
+    """The rows of one device: designs always, photos where given (keys prefixed 'photos_')."""
+    from engine import models
+    from engine.images.decode import decode
     from features.base import INPUT_SIDE, letterbox
     from features.device import describe
 
@@ -69,53 +167,134 @@ def measure(device: str, designs: list[Path], models_dir: Path, work: Path) -> d
     for extractor in networks.values():
         extractor.embed(pictures)
     alone = len(pictures) / (time.perf_counter() - started)
+    row = {"device": describe(device), "startup_s": startup, "alone": alone,
+           "precision": {n: e.precision().precision for n, e in networks.items()},
+           "batch": networks["resnet"].batch_size}
+    row.update(_pipeline_rows(device, "", designs, extractors, networks, work, alone, gpu_jpeg=False))
+    cores = os.cpu_count() or 1
+    if device == "cpu" and cores > 2:  # the networks' own threads and the workers share the cores
+        row.update(_pipeline_rows(device, "half_", designs, extractors, networks, work, alone, gpu_jpeg=False,
+                                  threads=cores // 2))
+    if photos:
+        row.update(_pipeline_rows(device, "photos_", photos, extractors, networks, work, alone, gpu_jpeg=False))
+        if device != "cpu":
+            row.update(_pipeline_rows(device, "photos_gpu_jpeg_", photos, extractors, networks, work, alone,
+                                      gpu_jpeg=True))
+    return row
 
-    folder = work / f"images-{device}"
-    folder.mkdir()
-    for path in designs:
-        shutil.copyfile(path, folder / path.name)
-    config = Config(images=folder, cache=work / f"cache-{device}")
+
+def _pipeline_rows(device: str, prefix: str, files: list[Path], extractors: dict, networks: dict, work: Path,
+                   alone: float, gpu_jpeg: bool, threads: int | None = None) -> dict:
+    from engine.config import Config
+    from engine.index.pipeline import Indexer
+    from engine.index.store import IndexData
+
+    folder = work / f"{prefix.replace('half_', '')}images-{device}"
+    if not folder.exists():
+        folder.mkdir()
+        for path in files:
+            shutil.copyfile(path, folder / path.name)
+    tag = f"{prefix}{device}"
+    config = Config(images=folder, cache=work / f"cache-{tag}", gpu_jpeg=gpu_jpeg).with_overrides(threads=threads)
     workers_only = {n: e for n, e in extractors.items() if n not in networks}
+    workers = workers_only_indexer(config.with_overrides(cache=work / f"cache-{tag}-workers"), workers_only,
+                           device if gpu_jpeg and device != "cpu" else None)
     started = time.perf_counter()
-    Indexer(config.with_overrides(cache=work / f"cache-{device}-workers"), workers_only).run(IndexData())
-    decode_bound = len(designs) / (time.perf_counter() - started)
+    workers.run(IndexData())
+    bound = len(files) / (time.perf_counter() - started)
 
     started = time.perf_counter()
     _, report = Indexer(config, extractors).run(IndexData())
     pipeline = report.indexed / (time.perf_counter() - started)
-    return {
-        "device": describe(device), "threads": config.threads, "startup_s": startup,
-        "precision": {n: e.precision().precision for n, e in networks.items()},
-        "alone": alone, "decode_bound": decode_bound, "pipeline": pipeline,
-        "share": pipeline / min(alone, decode_bound),
-        "batch": networks["resnet"].batch_size,
-    }
+    return {f"{prefix}threads": config.threads, f"{prefix}decode_bound": bound, f"{prefix}pipeline": pipeline,
+            f"{prefix}share": pipeline / min(alone, bound)}
+
+
+def workers_only_indexer(config, extractors: dict, jpeg_on: str | None):
+    """An Indexer of the worker features alone that decodes JPEGs on `jpeg_on`, as a run on that GPU would."""
+    from engine.index.pipeline import Indexer
+
+    class WorkersOnly(Indexer):
+        def jpeg_device(self) -> str | None:
+            return jpeg_on
+
+    return WorkersOnly(config, extractors)
+
+
+def gpu_decode_agreement(photos: list[Path], models_dir: Path) -> None:
+    """How far the analysis pictures of photos decoded on the GPU are from the CPU's."""
+    import numpy as np
+
+    from engine import models
+    from engine.images.decode import ANALYSIS_SIDE, decode
+    from engine.images.gpu_jpeg import GpuJpegDecoder
+    from features.base import l2_normalize
+
+    extractors, _ = models.load_extractors(models_dir, batch_size=32, regions=False, device="cpu")
+    differences, cosines = [], {"hsv": [], "thumbprint": []}
+    with GpuJpegDecoder("cuda", ANALYSIS_SIDE) as decoder:
+        for path in photos[:40]:
+            data = path.read_bytes()
+            on_cpu, on_gpu = decode(data).image, decode(data, gpu_jpeg=decoder).image
+            if on_cpu.size != on_gpu.size:
+                print(f"  {path.name}: sizes differ, {on_cpu.size} on the CPU, {on_gpu.size} on the GPU")
+                continue
+            differences.append(np.abs(np.asarray(on_cpu, np.int16) - np.asarray(on_gpu, np.int16)).mean())
+            for name in ("hsv", "thumbprint"):  # thumbprints are stored as bytes: compared as unit rows
+                a, b = (l2_normalize(extractors[name].embed([im]).astype(np.float32))[0] for im in (on_cpu, on_gpu))
+                cosines[name].append(float(np.dot(a, b)))
+    print(f"\nGPU-decoded photos against CPU-decoded ({len(differences)} photos): mean absolute pixel difference "
+          f"{np.mean(differences):.2f} of 255 (worst {np.max(differences):.2f}); cosine hsv min "
+          f"{min(cosines['hsv']):.4f}, thumbprint min {min(cosines['thumbprint']):.4f}")
+
+
+def print_row(row: dict, sets: list[tuple[str, str]]) -> None:
+    for label, prefix in sets:
+        if f"{prefix}pipeline" not in row:
+            continue
+        print(f"| {row['device']} | {label} | {row[f'{prefix}threads']} | {row['startup_s']:.1f} s | "
+              f"{row['precision']['clip']}, {row['precision']['resnet']} | {row['batch']} | "
+              f"{row['alone']:.1f} img/s | {row[f'{prefix}decode_bound']:.1f} img/s | "
+              f"{row[f'{prefix}pipeline']:.1f} img/s | {100 * row[f'{prefix}share']:.0f}% |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--designs", required=True, type=Path)
+    parser.add_argument("--photos", type=Path, help="folder of photos; 12 MP JPEG variants are cut from them")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--gpu-only", action="store_true")
     args = parser.parse_args()
 
     import torch
 
+    pools = helper_pools_as_they_come()
     designs = sorted(args.designs.rglob("*.png"))[: args.count]
     devices = (["cuda"] if torch.cuda.is_available() else []) + ([] if args.gpu_only else ["cpu"])
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         models_dir = random_weights(work)
-        print(f"{len(designs)} designs; torch {torch.__version__}")
-        print("| device | threads | start-up | precision (clip, resnet) | batch | networks alone | decode bound "
-              "| pipeline | pipeline / min(networks, decode) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        from engine import models
+
+        workers_only, _ = models.load_extractors(models_dir, batch_size=32, regions=True, device="cpu")
+        worker_scaling(args.designs, {n: e for n, e in workers_only.items() if n not in ("clip", "resnet")},
+                       work, pools)
+        photos = []
+        if args.photos:
+            sources = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            photos = photo_variants(sources, min(args.count, 200), work / "photos")
+        print(f"\n{len(designs)} designs, {len(photos)} photos of 12 MP; torch {torch.__version__}, "
+              f"{os.cpu_count()} cores")
+        print("| device | set | workers | start-up | precision (clip, resnet) | batch | networks alone "
+              "| workers' bound | pipeline | pipeline / min(networks, workers) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for device in devices:
-            row = measure(device, designs, models_dir, work)
-            print(f"| {row['device']} | {row['threads']} | {row['startup_s']:.1f} s | "
-                  f"{row['precision']['clip']}, {row['precision']['resnet']} | {row['batch']} | "
-                  f"{row['alone']:.1f} img/s | {row['decode_bound']:.1f} img/s | {row['pipeline']:.1f} img/s | "
-                  f"{100 * row['share']:.0f}% |", flush=True)
+            row = measure(device, designs, models_dir, work, photos)
+            print_row(row, [("designs", ""), ("designs, half the cores for workers", "half_"),
+                            ("photos, CPU decodes", "photos_"),
+                            ("photos, GPU decodes JPEG", "photos_gpu_jpeg_")])
+        if photos and "cuda" in devices:
+            gpu_decode_agreement(photos, models_dir)
 
 
 if __name__ == "__main__":

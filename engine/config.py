@@ -38,6 +38,8 @@ class Config:
     secure_cookies: bool = False
     # Where the networks run: 'auto' (a CUDA GPU when torch sees one), 'cpu' or 'cuda'.
     device: str = "auto"
+    # While the networks run on a GPU, collection JPEGs are decoded there too (batched nvJPEG).
+    gpu_jpeg: bool = True
     # While serving, the collection is re-scanned this often (0: only at start).
     rescan_minutes: float = 5.0
     # Weights folder; defaults to <cache>/models.  Several collections can share one.
@@ -110,8 +112,9 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
             values[name.lower()] = convert(get(name))
     if get("WEIGHTS"):
         values["weights"] = parse_weights(get("WEIGHTS"))
-    if get("REGIONS"):
-        values["regions"] = get("REGIONS").lower() not in ("0", "false", "no")
+    for name in ("REGIONS", "GPU_JPEG"):
+        if get(name):
+            values[name.lower()] = get(name).lower() not in ("0", "false", "no")
     if get("SECURE_COOKIES"):
         values["secure_cookies"] = get("SECURE_COOKIES").lower() in ("1", "true", "yes")
     return Config(**values)

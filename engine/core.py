@@ -28,7 +28,7 @@ from engine.match.duplicates import Group, to_csv
 from engine.match.report import DuplicateReport
 from engine.match.search import SearchResult, search
 from engine.models.networks import Networks
-from engine.models.threads import one_blas_thread
+from engine.models.threads import quiet_helper_pools
 from features import FEATURE_NAMES
 from features.base import Extractor, l2_normalize
 
@@ -51,7 +51,7 @@ class TextSearchUnavailable(RuntimeError):
 class Engine:
     def __init__(self, config: Config, extractors: Mapping[str, Extractor] | None = None) -> None:
         self.config = config
-        one_blas_thread()
+        quiet_helper_pools()
         self.networks = Networks(config, extractors)
         self.index = PublishedIndex(config.index_file, lambda: self.networks.fused, config.weights,
                                     lambda snapshot: self.calibration.thresholds(snapshot))

@@ -79,18 +79,20 @@ def analysis_scale(width: int, height: int, side: int = ANALYSIS_SIDE) -> float:
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYSIS_SIDE,
-           keep_full: bool = False, jpeg_max_pixels: int | None = None) -> Decoded:
+           keep_full: bool = False, jpeg_max_pixels: int | None = None, gpu_jpeg=None) -> Decoded:
     """Decode image bytes into the shared analysis picture or raise UnreadableImage.
 
     `jpeg_max_pixels` lets a JPEG be larger than `max_pixels`: it is decoded at
     reduced size, so its memory does not grow with its declared size.
+    `gpu_jpeg`: a GpuJpegDecoder (engine/images/gpu_jpeg.py) that takes the RGB and
+    grey JPEGs it can; a picture decoded there has no `full` (region crops decode again).
     """
     if not data:
         raise UnreadableImage("empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode(data, max_pixels, side, keep_full, jpeg_max_pixels or max_pixels)
+            return _decode(data, max_pixels, side, keep_full, jpeg_max_pixels or max_pixels, gpu_jpeg)
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
@@ -99,7 +101,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = ANALYS
         raise UnreadableImage("image too large to decode in memory") from exc
 
 
-def _decode(data: bytes, max_pixels: int, side: int, keep_full: bool, jpeg_max_pixels: int) -> Decoded:
+def _decode(data: bytes, max_pixels: int, side: int, keep_full: bool, jpeg_max_pixels: int,
+            gpu_jpeg) -> Decoded:
     image = open_image(data)
     width, height = image.size
     if image.format == "JPEG":
@@ -110,11 +113,16 @@ def _decode(data: bytes, max_pixels: int, side: int, keep_full: bool, jpeg_max_p
             f"{max_pixels / 1e6:.0f} MP limit (decompression-bomb guard)"
         )
     orientation = _exif_orientation(image)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if gpu_jpeg is not None and image.format == "JPEG" and image.mode in ("RGB", "L"):
+        pixels = gpu_jpeg.picture(data, image.width, image.height)
+        if pixels is not None:
+            small = _apply_orientation(Image.fromarray(pixels, "RGB"), orientation)
+            return Decoded(image=small, width=width, height=height)
     image = _load_reduced(image, data, side)
     image = _to_rgb_on_white(image)
     image = _apply_orientation(image, orientation)
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
     full = image if keep_full else None
     if keep_full and max(image.size) > side:
         image = image.copy()  # thumbnail() works in place; `full` stays as decoded

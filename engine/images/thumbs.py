@@ -21,11 +21,19 @@ def thumb_path(thumbs_dir: Path, sha256: str) -> Path:
 
 
 def write_thumb(thumbs_dir: Path, sha256: str, image: Image.Image) -> None:
+    """The preview of a design, unless it has a good one.
+
+    Not fsynced: every worker writing one per design, two fsyncs each queued the
+    workers behind the disk's journal.  A preview is made again from the design,
+    so what a power cut can leave, an empty file, is simply written anew."""
     target = thumb_path(thumbs_dir, sha256)
-    if target.exists():
-        return
+    try:
+        if target.stat().st_size > 0:
+            return
+    except OSError:
+        pass
     small = _shrunk(image)
-    atomic_write(target, lambda out: small.save(out, "JPEG", quality=JPEG_QUALITY))
+    atomic_write(target, lambda out: small.save(out, "JPEG", quality=JPEG_QUALITY), durable=False)
 
 
 def grey_preview(image: Image.Image) -> np.ndarray:

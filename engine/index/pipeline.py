@@ -8,6 +8,7 @@ checkpoint every few hundred images, so an interrupted run resumes there.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -19,7 +20,8 @@ from PIL import Image
 
 from engine.config import Config
 from engine.images import regions
-from engine.images.decode import UnreadableImage, decode
+from engine.images.decode import ANALYSIS_SIDE, UnreadableImage, decode
+from engine.images.gpu_jpeg import GpuJpegDecoder
 from engine.images.scan import FileInfo
 from engine.images.thumbs import write_thumb
 from engine.index import store
@@ -28,6 +30,7 @@ from engine.index.changes import (CollectionUnavailable, RunState, StillBeingWri
                                   read_whole)
 from engine.index.parallel import completed_map
 from engine.index.store import Entry, IndexData
+from engine.models.threads import quiet_helper_pools
 from features import registry
 from features.base import INPUT_SIDE, Extractor, letterbox
 from features.regions import propose
@@ -87,16 +90,19 @@ class Indexer:
         self.extractors = dict(extractors)
         self.fingerprints = {name: ex.fingerprint() for name, ex in self.extractors.items()}
         self.checkpoint_every = config.checkpoint_every
+        self.gpu_jpeg: GpuJpegDecoder | None = None  # set for the length of a run on a GPU
 
     def run(self, previous: IndexData, progress: ProgressFn | None = None) -> tuple[IndexData, IndexReport]:
         started = time.monotonic()
+        quiet_helper_pools()  # the workers are the parallelism: one picture each
         shapes = {name: (ex.dim, getattr(ex, "dtype", np.float32)) for name, ex in self.extractors.items()}
         state = RunState(previous, self.fingerprints, shapes, files_to_index(self.config.images, previous))
         state.recognise_all(self.config.images, self.config.threads)
         work, counts, skipped = state.plan()
         report = IndexReport(indexed=counts["indexed"], unchanged=counts["unchanged"], moved=counts["moved"],
                              removed=counts["removed"], skipped=skipped, features=sorted(self.extractors))
-        done = self._extract(work, state, report, progress)
+        with self._jpeg_decoder(bool(work)):
+            done = self._extract(work, state, report, progress)
         if progress:
             progress(done, len(work), "")
         if not work and state.unchanged():
@@ -109,6 +115,19 @@ class Indexer:
         store.save(data, self.config.index_file)
         report.seconds = time.monotonic() - started
         return data, report
+
+    def jpeg_device(self) -> str | None:
+        """The GPU the networks run on, where JPEGs are decoded too; None: the CPU decodes."""
+        return _network_gpu(self.extractors) if self.config.gpu_jpeg else None
+
+    @contextlib.contextmanager
+    def _jpeg_decoder(self, needed: bool):
+        device = self.jpeg_device() if needed else None
+        try:
+            with GpuJpegDecoder(device, ANALYSIS_SIDE) if device else contextlib.nullcontext() as self.gpu_jpeg:
+                yield
+        finally:
+            self.gpu_jpeg = None  # closed: a picture asked of it would never be answered
 
     def _extract(self, work, state: RunState, report: IndexReport, progress: ProgressFn | None) -> int:
         """Workers prepare the files, this thread runs the networks batch by batch; a
@@ -143,7 +162,8 @@ class Indexer:
             data = read_whole(self.config.images, file)
             digest = hashlib.sha256(data).hexdigest()
             with_regions = "regions" in self.extractors
-            decoded = decode(data, max_pixels=self.config.index_max_pixels, keep_full=with_regions)
+            decoded = decode(data, max_pixels=self.config.index_max_pixels, keep_full=with_regions,
+                             gpu_jpeg=self.gpu_jpeg)
             prepared.entry = Entry(file.path, file.size, file.mtime_ns, digest, decoded.width, decoded.height)
             # Whenever an image is decoded its regions are redone, so they carry every current feature.
             boxes = propose(decoded.image) if with_regions else []
@@ -158,7 +178,7 @@ class Indexer:
                 # Local points of each design on its own: on a busy sheet the whole picture's
                 # strongest points crowd onto one design, at a fraction of a query's scale.
                 prepared.region_rows[name] = self.extractors[name].embed(crops)
-            self._thumbnail(file, digest, decoded.image)
+            _thumbnail(self.config, file, digest, decoded.image)
         except UnreadableImage as exc:
             prepared.error = str(exc)
         except StillBeingWritten as exc:
@@ -169,12 +189,6 @@ class Indexer:
             log.exception("Unexpected failure on %s", file.path)
             prepared.error = f"unexpected error: {type(exc).__name__}: {exc}"
         return prepared
-
-    def _thumbnail(self, file: FileInfo, sha256: str, image: Image.Image) -> None:
-        try:
-            write_thumb(self.config.thumbs_dir, sha256, image)
-        except OSError as exc:  # a missing preview is cosmetic; the page falls back to the image
-            log.warning("No thumbnail for %s: %s", file.path, exc)
 
     def _finish(self, batch: list[Prepared], state: RunState, report: IndexReport) -> int:
         """Main-thread stage: run the networks on the batch and record the rows."""
@@ -213,6 +227,17 @@ class Indexer:
         if state.fresh_since_checkpoint:
             store.save(assemble(state, complete=False), self.config.index_file)
             state.fresh_since_checkpoint = 0
+
+
+def _thumbnail(config: Config, file: FileInfo, sha256: str, image: Image.Image) -> None:
+    try:
+        write_thumb(config.thumbs_dir, sha256, image)
+    except OSError as exc:  # a missing preview is cosmetic; the page falls back to the image
+        log.warning("No thumbnail for %s: %s", file.path, exc)
+
+
+def _network_gpu(extractors: Mapping[str, Extractor]) -> str | None:
+    return next(iter({getattr(e, "device", "cpu") for e in extractors.values()} - {"cpu"}), None)
 
 
 def _present(names: tuple[str, ...], extractors: Mapping[str, Extractor]) -> tuple[str, ...]:

@@ -1,12 +1,15 @@
-"""One thread for the BLAS libraries that keep their own: the cores belong to the
-networks' and FAISS's OpenMP teams.
+"""One thread for the helper libraries that keep pools of their own: the cores
+belong to the indexing workers and to the networks' and FAISS's OpenMP teams.
 
-NumPy and OpenCV each bring an OpenBLAS built on its own thread pool, whose
-workers keep spinning for a while after every call.  The engine's own BLAS
-calls are matrix-vector products (a query against the thumbprints, cosines of
-a few dozen rows) that gain nothing from threads, but the spinning workers they
-left behind took the two cores from the local-feature search that follows (on
-8,121 designs its FAISS scan ran at half speed).
+NumPy and OpenCV each bring an OpenBLAS built on its own thread pool, and
+OpenCV has a pool of its own for its functions; all of them keep their
+threads spinning for a while after every call.  The engine's calls into them
+gain nothing from threads: its BLAS calls are matrix-vector products (a query
+against the thumbprints, cosines of a few dozen rows), and its OpenCV calls
+(local features, colour, resizing) run in the indexing workers, one picture
+each, already as many as there are cores.  The spinning workers they left
+behind took the cores from the local-feature search that follows (on 8,121
+designs its FAISS scan ran at half speed), and from the other workers.
 
 FAISS's own OpenBLAS is left alone: it is built on OpenMP, and setting its
 threads sets the calling thread's OpenMP team, which is FAISS's own (its scan
@@ -22,12 +25,15 @@ _lock = threading.Lock()
 _done = False
 
 
-def one_blas_thread() -> None:
-    """Limit every pool-threaded BLAS loaded so far to one thread (once per process)."""
+def quiet_helper_pools() -> None:
+    """One thread for every pool-threaded BLAS loaded so far, and for OpenCV (once per process)."""
     global _done
     with _lock:
         if _done:
             return
+        import cv2
+
+        cv2.setNumThreads(1)
         for library in ThreadpoolController().select(user_api="blas").lib_controllers:
             if library.info().get("threading_layer") != "openmp":
                 library.set_num_threads(1)
