@@ -162,6 +162,41 @@ def test_the_loading_note_shows_until_the_networks_are_ready(page, cfg, collecti
         gate.set()
 
 
+class _HeldWhileIndexing(CountingExtractor):
+    """The index's batches wait for the gate; a query (one picture) does not."""
+
+    def embed(self, images):
+        if len(images) > 1:
+            self.arrived.set()
+            assert self.gate.wait(timeout=300), "test never released the gate"
+        return CountingExtractor(self.name).embed(images)
+
+
+def test_a_search_during_the_first_index_says_so_and_runs_again_when_it_is_done(page, cfg, collection):
+    """A designer who drops a design while a fresh install indexes must not read 'nothing alike'."""
+    from playwright.sync_api import expect
+
+    held = _HeldWhileIndexing(gate=threading.Event())
+    engine = Engine(cfg, extractors={"resnet": held, "hsv": HsvHistogram()})
+    engine.start_reindex()
+    try:
+        assert held.arrived.wait(timeout=300)
+        with serving(cfg, engine) as url:
+            log_in(page, url, PASSWORD)
+            expect(page.locator("body[data-ready=true]")).to_be_attached()
+            drop(page, "#drop", encode(collection["design_05.png"], "JPEG", quality=85), "copy.jpg", "image/jpeg")
+            expect(page.locator("#message")).to_contain_text("still being indexed (0 / 12)")
+            expect(page.locator("#message")).to_contain_text("from the 0 designs indexed so far")
+            shot(page, "search-during-first-index")
+            held.gate.set()
+            cards = page.locator("#results .card")
+            expect(cards.first).to_have_attribute("data-path", "design_05.png")  # searched again by itself
+            expect(page.locator("#message")).not_to_contain_text("indexed")
+    finally:
+        held.gate.set()
+        engine.wait_for_reindex(timeout=300)
+
+
 @contextlib.contextmanager
 def other_origin(html: str):
     """Another site on loopback (another port is another origin) serving one page."""

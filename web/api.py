@@ -47,10 +47,15 @@ def search():
         return bad_request(f"not a usable image: {exc}")
     except TextSearchUnavailable as exc:
         return bad_request(str(exc))
+    progress, snapshot = engine().progress.as_dict(), engine().snapshot
     return jsonify(
         results=[_with_urls(r.as_dict()) for r in results],
-        features=list(engine().snapshot.features),
+        features=list(snapshot.features),
         elapsed_ms=round(1000 * (time.perf_counter() - started), 1),
+        # How many designs the answer covers, and the index being built meanwhile: a search
+        # during the first index must not read as "nothing alike".
+        searched=snapshot.size,
+        indexing={k: progress[k] for k in ("done", "total")} if progress["running"] else None,
     )
 
 

@@ -101,6 +101,8 @@ class Indexer:
         work, counts, skipped = state.plan()
         report = IndexReport(indexed=counts["indexed"], unchanged=counts["unchanged"], moved=counts["moved"],
                              removed=counts["removed"], skipped=skipped, features=sorted(self.extractors))
+        if progress:
+            progress(0, len(work), "")  # the size of the run is known before its first batch
         with self._jpeg_decoder(bool(work)):
             done = self._extract(work, state, report, progress)
         if progress:

@@ -39,9 +39,21 @@ async function search(file) {
     $("results").replaceChildren();
     return;
   }
-  $("message").textContent = `${body.results.length} results in ${body.elapsed_ms} ms`;
+  $("message").textContent = searchNote(body);
   $("networks-loading").hidden = true;  // the search waited for them: they are loaded now
   render(body.results);
+  if (body.indexing) watchReindex();  // it searches again when the index is done
+}
+
+function searchNote(body) {
+  const found = `${body.results.length} results in ${body.elapsed_ms} ms`;
+  if (body.indexing) {
+    const count = body.indexing.total ? ` (${body.indexing.done} / ${body.indexing.total})` : "";
+    return `${found}. The collection is still being indexed${count}: ` +
+      `these come from the ${body.searched} designs indexed so far; the search runs again when it is done.`;
+  }
+  if (!body.searched) return "Nothing is indexed yet: put designs in the collection folder or use Add designs, then Reindex.";
+  return found;
 }
 
 function currentWeights() {
@@ -120,9 +132,14 @@ async function startJob(url, what, watch) {
   }
   watch();
 }
-const reindex = () => startJob("/reindex", "reindex", watchProgress);
+const reindex = () => startJob("/reindex", "reindex", watchReindex);
 
+let watching = false;  // one watcher at a time, however many ways it was started
+function watchReindex() {
+  if (!watching) watchProgress();
+}
 async function watchProgress() {
+  watching = true;
   $("reindex").disabled = true;
   $("progress").hidden = false;
   const state = await (await fetch("/reindex", { credentials: "same-origin" })).json();
@@ -134,6 +151,7 @@ async function watchProgress() {
     setTimeout(watchProgress, 500);
     return;
   }
+  watching = false;
   $("reindex").disabled = false;
   $("progress").classList.add("finished");
   if (state.error) {
@@ -143,6 +161,7 @@ async function watchProgress() {
     $("progress-text").textContent = `done: ${r.indexed} indexed, ${r.unchanged} unchanged, ${r.removed} removed, ${r.skipped.length} skipped`;
   }
   refreshStatus();
+  if (lastFile || (!$("text").disabled && $("text").value.trim())) search(lastFile);  // shown: the index before
 }
 
 async function refreshStatus() {
@@ -190,7 +209,7 @@ async function watchNetworks() {
 
 showTime(parseFloat($("status-last").dataset.ts));
 if (!$("networks-loading").hidden) setTimeout(watchNetworks, 3000);
-fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchProgress(); });
+fetch("/reindex", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchReindex(); });
 fetch("/calibrate", { credentials: "same-origin" }).then((r) => r.json()).then((s) => { if (s.running) watchCalibration(); });
 window.lookalikeCompare.wireCompare();
 // Handlers are wired: lets a waiting script (the browser tests) know the page is live.
