@@ -11,16 +11,16 @@ the same).  For every device (the GPU when torch sees one, and the CPU unless
 - workers' bound: the indexing workers alone (read, decode, colour, local
   features, regions, previews, letterboxing), no networks: the most the
   pipeline can do; on a GPU for photos also with the JPEGs decoded on the GPU;
-- pipeline: `image.py index`'s Indexer, networks included (on a GPU, photos
-  with and without GPU decoding);
+- pipeline: `image.py index`'s Indexer, networks included, with its workers as
+  threads and as processes (on a GPU, photos also with GPU decoding);
 - the pipeline against min(networks alone, workers' bound).
 
 First, how the worker stage alone scales with its threads (1 up to every core):
 with the helper libraries' own thread pools as they come and previews fsynced,
-with the pools held to one thread, and as Lookalike runs it (pools held, previews
-not fsynced).  On a GPU, how far GPU-decoded photos are from CPU-decoded ones.
+with the pools held to one thread, as Lookalike runs threads (pools held, previews
+not fsynced), and as processes instead of threads.  On a GPU, how far GPU-decoded photos are from CPU-decoded ones.
 
-    python bench/device_speed.py --designs DIR [--photos DIR] [--count 400] [--gpu-only]
+    python bench/device_speed.py --designs DIR [--photos DIR] [--count 400] [--copies 3] [--gpu-only]
 """
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+# Designs the networks alone are timed on: enough for a steady rate.
+NETWORK_SAMPLE = 400
 
 
 def random_weights(folder: Path) -> Path:
@@ -120,9 +124,8 @@ def worker_scaling(folder: Path, extractors: dict, work: Path, pools: dict) -> N
 
     files = list(scan(folder))
     counts = sorted({1, 4, 8, os.cpu_count() or 1})
-    settings = (("pools as they come, previews fsynced", False, True),
-                ("pools one thread, previews fsynced", True, True),
-                ("pools one thread, previews not fsynced (as shipped)", True, False))
+    settings = (("threads, pools as they come, previews fsynced", False, True),
+                ("threads, pools one thread, previews not fsynced (as shipped)", True, False))
     print(f"\nworker stage alone, {len(files)} designs, images/s by threads:")
     print("| setting | " + " | ".join(f"{n} threads" for n in counts) + " |")
     print("|---|" + "---|" * len(counts))
@@ -139,6 +142,41 @@ def worker_scaling(folder: Path, extractors: dict, work: Path, pools: dict) -> N
     finally:
         thumbs.atomic_write = shipped
         set_helper_pools(True, pools)
+    rates = [processes_rate(Config(images=folder, cache=Path(tempfile.mkdtemp(dir=work)), threads=n),
+                            sorted(extractors), files) for n in counts]
+    print("| processes instead of threads, their start included (as shipped on 8+ cores) | "
+          + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
+
+
+def processes_rate(config, names: list[str], files) -> float:
+    """Images per second through the worker stage in `config.threads` worker processes."""
+    from engine.index import worker_processes
+
+    every_feature = frozenset(names)
+    started = time.perf_counter()
+    with worker_processes.pool(config, names) as pool:
+        list(pool.map(worker_processes.prepare, [(file, every_feature) for file in files]))
+    return len(files) / (time.perf_counter() - started)
+
+
+def distinct_copies(designs: list[Path], copies: int, folder: Path) -> list[Path]:
+    """Each design `copies` times under other bytes (a text chunk naming the copy; the same
+    pixels, so the same work): identical bytes would be recognised and not extracted again."""
+    from PIL import Image, PngImagePlugin
+
+    folder.mkdir(parents=True)
+
+    def make(job: tuple[int, Path]) -> Path:
+        copy, path = job
+        info = PngImagePlugin.PngInfo()
+        info.add_text("copy", str(copy))
+        target = folder / f"{copy}-{path.name}"
+        with Image.open(path) as image:
+            image.save(target, "PNG", pnginfo=info)
+        return target
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return list(pool.map(make, [(copy, path) for copy in range(copies) for path in designs]))
 
 
 def _forced_write(forced: bool, path, data, **options):
@@ -158,7 +196,7 @@ def measure(device: str, designs: list[Path], models_dir: Path, work: Path, phot
     extractors, missing = models.load_extractors(models_dir, batch_size=32, regions=True, device=device)
     assert not missing, missing
     networks = {n: extractors[n] for n in ("clip", "resnet")}
-    pictures = [letterbox(decode(p.read_bytes()).image, INPUT_SIDE) for p in designs]
+    pictures = [letterbox(decode(p.read_bytes()).image, INPUT_SIDE) for p in designs[:NETWORK_SAMPLE]]
     for extractor in networks.values():
         extractor.embed(pictures[:8])
     startup = time.perf_counter() - started
@@ -169,37 +207,42 @@ def measure(device: str, designs: list[Path], models_dir: Path, work: Path, phot
     alone = len(pictures) / (time.perf_counter() - started)
     row = {"device": describe(device), "startup_s": startup, "alone": alone,
            "precision": {n: e.precision().precision for n, e in networks.items()},
-           "batch": networks["resnet"].batch_size}
-    row.update(_pipeline_rows(device, "", designs, extractors, networks, work, alone, gpu_jpeg=False))
-    cores = os.cpu_count() or 1
-    if device == "cpu" and cores > 2:  # the networks' own threads and the workers share the cores
-        row.update(_pipeline_rows(device, "half_", designs, extractors, networks, work, alone, gpu_jpeg=False,
-                                  threads=cores // 2))
-    if photos:
-        row.update(_pipeline_rows(device, "photos_", photos, extractors, networks, work, alone, gpu_jpeg=False))
-        if device != "cpu":
-            row.update(_pipeline_rows(device, "photos_gpu_jpeg_", photos, extractors, networks, work, alone,
-                                      gpu_jpeg=True))
+           "batch": networks["resnet"].batch_size, "runs": []}
+    for label, files, options in _runs(device, designs, photos):
+        row["runs"].append({"set": label, **_pipeline_run(device, label, files, extractors, networks, work, alone,
+                                                           options)})
+    row.update(row["runs"][0])  # designs as `image.py index` runs them: what bench/index_speed.py reports
     return row
 
 
-def _pipeline_rows(device: str, prefix: str, files: list[Path], extractors: dict, networks: dict, work: Path,
-                   alone: float, gpu_jpeg: bool, threads: int | None = None) -> dict:
+def _runs(device: str, designs: list[Path], photos: list[Path]) -> list[tuple[str, list[Path], dict]]:
+    """(label, files, Config overrides) of every pipeline run on `device`."""
+    runs = [("designs, workers as threads", designs, {"worker_processes": "off", "gpu_jpeg": False}),
+            ("designs, workers as processes", designs, {"worker_processes": "on", "gpu_jpeg": False})]
+    if photos and device != "cpu":  # on the CPU the networks are the bound whatever the files
+        runs += [("photos, threads, CPU decodes", photos, {"worker_processes": "off", "gpu_jpeg": False}),
+                 ("photos, processes, CPU decodes", photos, {"worker_processes": "on", "gpu_jpeg": False}),
+                 ("photos, threads, GPU decodes JPEG", photos, {"worker_processes": "off", "gpu_jpeg": True})]
+    return runs
+
+
+def _pipeline_run(device: str, label: str, files: list[Path], extractors: dict, networks: dict, work: Path,
+                  alone: float, options: dict) -> dict:
     from engine.config import Config
     from engine.index.pipeline import Indexer
     from engine.index.store import IndexData
 
-    folder = work / f"{prefix.replace('half_', '')}images-{device}"
+    folder = work / f"images-{device}-{len(files)}-{files[0].suffix}"
     if not folder.exists():
         folder.mkdir()
         for path in files:
             shutil.copyfile(path, folder / path.name)
-    tag = f"{prefix}{device}"
-    config = Config(images=folder, cache=work / f"cache-{tag}", gpu_jpeg=gpu_jpeg).with_overrides(threads=threads)
+    tag = f"{device}-{label}".replace(" ", "_").replace(",", "")
+    config = Config(images=folder, cache=work / f"cache-{tag}", **options)
     workers_only = {n: e for n, e in extractors.items() if n not in networks}
-    workers = workers_only_indexer(config.with_overrides(cache=work / f"cache-{tag}-workers"), workers_only,
-                           device if gpu_jpeg and device != "cpu" else None)
-    if gpu_jpeg and device != "cpu":  # nvJPEG's one-time start, outside the timed runs
+    jpeg_on = device if options["gpu_jpeg"] and device != "cpu" else None
+    workers = workers_only_indexer(config.with_overrides(cache=work / f"cache-{tag}-workers"), workers_only, jpeg_on)
+    if jpeg_on:  # nvJPEG's one-time start, outside the timed runs
         from engine.images.decode import ANALYSIS_SIDE
         from engine.images.gpu_jpeg import GpuJpegDecoder
 
@@ -212,8 +255,8 @@ def _pipeline_rows(device: str, prefix: str, files: list[Path], extractors: dict
     started = time.perf_counter()
     _, report = Indexer(config, extractors).run(IndexData())
     pipeline = report.indexed / (time.perf_counter() - started)
-    return {f"{prefix}threads": config.threads, f"{prefix}decode_bound": bound, f"{prefix}pipeline": pipeline,
-            f"{prefix}share": pipeline / min(alone, bound)}
+    return {"threads": config.threads, "decode_bound": bound, "pipeline": pipeline,
+            "share": pipeline / min(alone, bound)}
 
 
 def workers_only_indexer(config, extractors: dict, jpeg_on: str | None):
@@ -254,14 +297,12 @@ def gpu_decode_agreement(photos: list[Path], models_dir: Path) -> None:
           f"{min(cosines['hsv']):.4f}, thumbprint min {min(cosines['thumbprint']):.4f}")
 
 
-def print_row(row: dict, sets: list[tuple[str, str]]) -> None:
-    for label, prefix in sets:
-        if f"{prefix}pipeline" not in row:
-            continue
-        print(f"| {row['device']} | {label} | {row[f'{prefix}threads']} | {row['startup_s']:.1f} s | "
+def print_row(row: dict) -> None:
+    for run in row["runs"]:
+        print(f"| {row['device']} | {run['set']} | {run['threads']} | {row['startup_s']:.1f} s | "
               f"{row['precision']['clip']}, {row['precision']['resnet']} | {row['batch']} | "
-              f"{row['alone']:.1f} img/s | {row[f'{prefix}decode_bound']:.1f} img/s | "
-              f"{row[f'{prefix}pipeline']:.1f} img/s | {100 * row[f'{prefix}share']:.0f}% |", flush=True)
+              f"{row['alone']:.1f} img/s | {run['decode_bound']:.1f} img/s | "
+              f"{run['pipeline']:.1f} img/s | {100 * run['share']:.0f}% |", flush=True)
 
 
 def main() -> None:
@@ -270,6 +311,9 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="folder of photos; 12 MP JPEG variants are cut from them")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="index each design this many times (distinct bytes): runs long enough that "
+                             "the worker processes' start is a small part")
     args = parser.parse_args()
 
     import torch
@@ -285,10 +329,12 @@ def main() -> None:
         workers_only, _ = models.load_extractors(models_dir, batch_size=32, regions=True, device="cpu")
         worker_scaling(args.designs, {n: e for n, e in workers_only.items() if n not in ("clip", "resnet")},
                        work, pools)
+        if args.copies > 1:
+            designs = distinct_copies(designs, args.copies, work / "designs")
         photos = []
         if args.photos:
             sources = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            photos = photo_variants(sources, min(args.count, 200), work / "photos")
+            photos = photo_variants(sources, args.count, work / "photos")
         print(f"\n{len(designs)} designs, {len(photos)} photos of 12 MP; torch {torch.__version__}, "
               f"{os.cpu_count()} cores")
         print("| device | set | workers | start-up | precision (clip, resnet) | batch | networks alone "
@@ -296,9 +342,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
         for device in devices:
             row = measure(device, designs, models_dir, work, photos)
-            print_row(row, [("designs", ""), ("designs, half the cores for workers", "half_"),
-                            ("photos, CPU decodes", "photos_"),
-                            ("photos, GPU decodes JPEG", "photos_gpu_jpeg_")])
+            print_row(row)
         if photos and "cuda" in devices:
             gpu_decode_agreement(photos, models_dir)
 

@@ -30,6 +30,8 @@ class Config:
     # Collection files: just above the largest real design seen (623 MP), which streams.
     index_max_pixels: int = 700_000_000
     threads: int = max(1, os.cpu_count() or 1)
+    # The indexing workers as processes: 'auto' (on 8+ cores, for runs of 200+ files), 'on', 'off'.
+    worker_processes: str = "auto"
     batch_size: int = 32
     # Save the index every this many newly extracted images, so a crash loses little.
     checkpoint_every: int = 256
@@ -105,7 +107,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
     for name, convert in (
         ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
         ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("QUERY_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
-        ("TRUSTED_PROXY", str), ("RESCAN_MINUTES", float), ("DEVICE", str),
+        ("TRUSTED_PROXY", str), ("RESCAN_MINUTES", float), ("DEVICE", str), ("WORKER_PROCESSES", str),
         ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int),
     ):
         if get(name):

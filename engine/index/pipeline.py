@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
@@ -24,7 +25,7 @@ from engine.images.decode import ANALYSIS_SIDE, UnreadableImage, decode
 from engine.images.gpu_jpeg import GpuJpegDecoder
 from engine.images.scan import FileInfo
 from engine.images.thumbs import write_thumb
-from engine.index import store
+from engine.index import store, worker_processes
 from engine.index.assemble import assemble
 from engine.index.changes import (CollectionUnavailable, RunState, StillBeingWritten, files_to_index,
                                   read_whole)
@@ -103,8 +104,9 @@ class Indexer:
                              removed=counts["removed"], skipped=skipped, features=sorted(self.extractors))
         if progress:
             progress(0, len(work), "")  # the size of the run is known before its first batch
-        with self._jpeg_decoder(bool(work)):
-            done = self._extract(work, state, report, progress)
+        prepare, processes = worker_processes.stage(self, len(work))
+        with self._jpeg_decoder(bool(work) and processes is None):  # processes decode on their own
+            done = self._extract(work, state, report, progress, prepare, processes)
         if progress:
             progress(done, len(work), "")
         if not work and state.unchanged():
@@ -131,13 +133,14 @@ class Indexer:
         finally:
             self.gpu_jpeg = None  # closed: a picture asked of it would never be answered
 
-    def _extract(self, work, state: RunState, report: IndexReport, progress: ProgressFn | None) -> int:
+    def _extract(self, work, state: RunState, report: IndexReport, progress: ProgressFn | None,
+                 prepare: Callable, processes: Executor | None) -> int:
         """Workers prepare the files, this thread runs the networks batch by batch; a
         checkpoint every few hundred files, and on any way out but the normal one."""
         done = 0
         try:
             batch: list[Prepared] = []
-            for prepared in completed_map(self.prepare, work, self.config.threads, window=4 * self.config.batch_size):
+            for prepared in completed_map(prepare, work, self.config.threads, 4 * self.config.batch_size, processes):
                 batch.append(prepared)
                 if len(batch) >= self.config.batch_size:
                     done += self._finish(batch, state, report)
