@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from features.base import Extractor
-from features.network import NetworkExtractor
+from features.network import NetworkExtractor, NetworkRefused
 from features.ready import ReadyNetworks
 from features.weights import file_sha256
 
@@ -46,7 +46,7 @@ _IN_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_
 _IN_PLAIN_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 
 
-class WeightsRefused(ValueError):
+class WeightsRefused(NetworkRefused):
     """The bundled file is not the one this feature was recorded with."""
 
 
@@ -67,6 +67,13 @@ class EfficientNetLite0Extractor(NetworkExtractor):
     description = DESCRIPTION
 
     def _build(self):
+        try:
+            return self._build_checked()
+        except WeightsRefused as refused:
+            refused.feature = self.name
+            raise
+
+    def _build_checked(self):
         import timm
         import torch
 

@@ -25,6 +25,14 @@ GPU_BATCH = 128
 PREPROCESS = "letterbox-white-224-bicubic-v1"
 
 
+class NetworkRefused(ValueError):
+    """A network whose weights load but do not give the vectors recorded for them (its
+    package, or the code that prepares its pictures, changed): its feature is switched
+    off rather than filled with vectors unlike the ones it was measured with."""
+
+    feature = ""  # the feature it fills, set by the extractor that refused
+
+
 class LazyModel:
     """Builds a model on first use, once, even when two threads ask together."""
 

@@ -9,7 +9,7 @@ import torch
 from engine import models
 from engine import Engine
 from features.clip import WEIGHTS as CLIP_WEIGHTS
-from conftest import make_design, unit_rows
+from conftest import encode, make_design, unit_rows
 
 
 def test_status_reports_missing_weights_where_they_are_expected(cfg):
@@ -182,3 +182,29 @@ def test_the_bundled_network_is_loaded_strictly():
     moved.mean = moved.mean * 0 + 0.5
     with pytest.raises(efficientnet.WeightsRefused, match="vector moved"):
         moved.embed([make_design(1).convert("RGB")])
+
+
+def test_a_bundled_network_that_refuses_at_its_build_is_switched_off_and_the_index_finishes(
+        cfg, collection, tmp_path, monkeypatch):
+    """The known answer is checked when the network is first built, inside an index run: the
+    run goes on without the feature, the page says why, and later runs do not build it again."""
+    from features import efficientnet
+
+    elsewhere = tmp_path / "moved_known_answer.npy"
+    np.save(elsewhere, np.random.default_rng(0).standard_normal(1280).astype(np.float32))
+    monkeypatch.setattr(efficientnet, "KNOWN_ANSWER", elsewhere)  # as if the package's numbers moved
+    builds = []
+    real_build = efficientnet.EfficientNetLite0Extractor._build_checked
+    monkeypatch.setattr(efficientnet.EfficientNetLite0Extractor, "_build_checked",
+                        lambda self: builds.append(1) or real_build(self))
+
+    engine = Engine(cfg)
+    assert "resnet" in engine.networks.extractors  # the file itself is the recorded one
+    report = engine.reindex()
+    assert report.indexed == 12 and "resnet" not in report.features
+    status = engine.status()
+    assert "resnet" not in status["features"] and "vector moved" in status["features_off"]["resnet"]
+    assert engine.search_bytes(encode(collection["design_03.png"]), 3)[0].path == "design_03.png"
+    tried = len(builds)
+    engine.reindex()  # a re-scan reloads the extractors: the refused one stays off, unbuilt
+    assert len(builds) == tried and "resnet" not in engine.networks.extractors

@@ -14,6 +14,7 @@ from engine.index import store
 from engine.index.pipeline import CollectionUnavailable, Indexer, IndexingStopped, IndexReport
 from engine.index.published import PublishedIndex
 from engine.models.networks import Networks
+from features.network import NetworkRefused
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,18 @@ class ReindexJob:
         self.networks.refresh()
         if not self.progress.running:
             self.progress = ReindexProgress(running=True, started_at=time.time())
-        # From disk, not the snapshot in memory: a run that failed part-way left a
-        # checkpoint with more in it, and this run resumes from there.
-        previous = store.load_or_empty(self.config.index_file)
-        # No model lock here: inference is thread-safe, and searches must keep answering.
-        indexer = Indexer(self.config, self.networks.extractors, stop=self._closing.is_set)
-        data, report = indexer.run(previous, self._on_progress)
+        while True:
+            # From disk, not the snapshot in memory: a run that failed part-way left a
+            # checkpoint with more in it, and this run resumes from there.
+            previous = store.load_or_empty(self.config.index_file)
+            try:
+                # No model lock here: inference is thread-safe, and searches must keep answering.
+                indexer = Indexer(self.config, self.networks.extractors, stop=self._closing.is_set)
+                data, report = indexer.run(previous, self._on_progress)
+                break
+            except NetworkRefused as refused:  # built only now, lazily: run again without it
+                if not self.networks.refuse(refused):
+                    raise
         self.collection_problem = None
         self.published.publish(previous, data)
         for listener in self.finished_listeners:

@@ -13,6 +13,7 @@ from engine.config import Config
 from engine.models.build import load_extractors
 from features import registry
 from features.base import Extractor
+from features.network import NetworkRefused
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ class Networks:
     def __init__(self, config: Config, extractors: Mapping[str, Extractor] | None = None) -> None:
         self.config = config
         self._fixed = extractors is not None
+        # Networks that refused their weights at their build: off until the weights change.
+        self._refused: dict[str, tuple[str | None, str]] = {}  # name -> (weights digest, why)
         if extractors is None:
             self.extractors, self.missing = self._load_extractors()
             self._warn_missing({})
@@ -61,9 +64,28 @@ class Networks:
     def embed(self, image: Image.Image, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         """The named features of one picture (those with an extractor), on the query thread."""
         def run() -> dict[str, np.ndarray]:
-            return {n: self.extractors[n].embed([image])[0] for n in names if n in self.extractors}
+            rows = {}
+            for name in names:
+                try:
+                    if name in self.extractors:
+                        rows[name] = self.extractors[name].embed([image])[0]
+                except NetworkRefused as refused:
+                    self.refuse(refused)  # the query is answered by the other features
+            return rows
 
         return self._inference.submit(run).result()
+
+    def refuse(self, refused: NetworkRefused) -> bool:
+        """Switch off the network that refused its weights while it was built; False if it
+        was not on.  It stays off, and says why on the page, until its weights change."""
+        extractor = self.extractors.pop(refused.feature, None)
+        if extractor is None:
+            return False
+        why = f"{getattr(extractor, 'description', refused.feature)}: refused: {refused}"
+        self._refused[refused.feature] = (getattr(extractor, "digest", None), why)
+        self.missing[refused.feature] = why
+        log.warning("FEATURE OFF: %s", why)
+        return True
 
     def embed_text(self, text: str) -> np.ndarray | None:
         """CLIP's unit vector for words; None when CLIP is off."""
@@ -106,8 +128,13 @@ class Networks:
 
     def _load_extractors(self):
         config = self.config
-        return load_extractors(config.models_dir, config.batch_size, config.regions, config.device,
-                               ready_dir=config.ready_networks_dir)
+        extractors, missing = load_extractors(config.models_dir, config.batch_size, config.regions, config.device,
+                                              ready_dir=config.ready_networks_dir)
+        for name, (digest, why) in self._refused.items():
+            if name in extractors and getattr(extractors[name], "digest", None) == digest:
+                del extractors[name]
+                missing[name] = why
+        return extractors, missing
 
     def _warn_missing(self, before: Mapping[str, str]) -> None:
         for name, reason in self.missing.items():
