@@ -2,9 +2,11 @@
 
 What changed is decided by engine/index/changes.py, the index is put together
 by engine/index/assemble.py; this runs the work.  Reading, hashing, decoding,
-thumbnails and the features cheap enough for it run in worker threads while
-the networks run on batches in the calling thread.  The index is saved as a
-checkpoint every few hundred images, so an interrupted run resumes there.
+thumbnails and the features cheap enough for it run in workers (threads, or
+processes on a machine with many cores: engine/index/worker_processes.py)
+while the networks run on batches in the calling thread, JPEGs decoded on the
+networks' GPU where they run on one (engine/images/gpu_jpeg.py).  The index is
+saved as a checkpoint every few hundred images, so an interrupted run resumes there.
 """
 from __future__ import annotations
 
