@@ -96,3 +96,21 @@ def test_plain_edits_keep_the_similarity_and_wild_perspectives_are_refused():
     wild = cv2.getPerspectiveTransform(corners, np.float32([[200, 0], [300, 0], [512, 512], [0, 512]]))
     wild_check = geometric_check(*_correspondences(wild))
     assert wild_check.transform is None or len(wild_check.transform) == 6  # no photo bends a square so
+
+
+def test_the_local_index_answers_many_pictures_at_once_as_it_answers_each(engine, collection):
+    """The library-wide pass asks for many pictures' points in one search: same answers."""
+    from engine.match.verify import MIN_MATCHES, Points, view_queries
+
+    local = engine.snapshot.local
+    pictures = [flat(collection[name]) for name in ("design_01.png", "design_04.png", "design_07.png")]
+    queries = [q for picture in pictures for q in view_queries(Points.of_image(picture))]
+    queries.insert(2, (np.zeros((0, 32), np.uint8), np.zeros((0, 2), np.float32)))  # a view with no points
+    together = local.matches_many(queries, at_least=MIN_MATCHES)
+    assert len(together) == len(queries) and together[2] == {}
+    assert any(together)  # each design finds itself in the index
+    for (descriptors, xy), answer in zip(queries, together):
+        alone = local.matches(descriptors, xy, at_least=MIN_MATCHES)
+        assert sorted(alone) == sorted(answer)
+        for row in alone:
+            assert all(np.array_equal(a, b) for a, b in zip(alone[row], answer[row]))

@@ -20,13 +20,15 @@ from engine.index.snapshot import Snapshot
 from engine.index.store import Entry
 from engine.images.uploads import UPLOAD_FOLDER
 from engine.match.verdict import DUPLICATE, EXACT, VERDICT_ORDER, support, verified
-from engine.match.verify import NONE, TWIN_CORRELATION, Points, twin_checks, verify_all
+from engine.match.verify import MIN_MATCHES, NONE, TWIN_CORRELATION, Points, twin_checks, verify_all, view_queries
 from features import thumbprint
 
 NEIGHBOURS = 10
 # Points per image asked of the local index in the library-wide pass (a search uses all):
 # ORB keeps the strongest first, and a copy shares far more than this many.
 LIBRARY_POINTS = 250
+# Rows whose points are looked up in the local index in one search.
+MATCH_BLOCK = 64
 # Pairs below this fused score are not even verified.
 CANDIDATE_SCORE = 0.5
 # The report is computed once from this floor; any threshold above it is then a quick filter.
@@ -131,18 +133,17 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
         scores[start:start + SCORE_SLICE] = np.einsum("ij,ikj->ik", fused[start:start + SCORE_SLICE],
                                                       fused[np.maximum(block, 0)])
     twin_rows = _twin_neighbours(snapshot, k)
-    stored = data.vectors.get("orb")
     # Each pair is judged from both sides: a crop's own points find its original
     # when the original's strongest points (elsewhere in the picture) do not.
     confirmed: dict[tuple[int, int], Pair] = {}
+    local_matches = _local_matches(snapshot)
     for i in range(snapshot.size):
         candidates = {int(j): float(s) for s, j in zip(scores[i], rows[i]) if j >= 0 and j != i and s >= threshold}
         checks = {}
-        if snapshot.local is not None and data.present["orb"][i]:
+        points, found = next(local_matches)
+        if points is not None:
             # Local features also find copies whose colours or framing changed.
-            mirror = data.vectors.get("orb_mirror")
-            mirrored = mirror[i] if mirror is not None and data.present["orb_mirror"][i] else None
-            checks = verify_all(Points.of_row(stored[i], LIBRARY_POINTS, mirrored), snapshot.local, exclude=i)
+            checks = verify_all(points, snapshot.local, exclude=i, found=found)
             for j, check in checks.items():
                 # Support short of verification is weighed too when the drawings can be compared.
                 if (verified(check) or (previews is not None and support(check) > 0)) and j not in candidates:
@@ -180,6 +181,25 @@ def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, flo
     colours = data.vectors["hsv"] if "hsv" in snapshot.features else None
     return twin_checks(data.vectors["thumbprint"][row], snapshot.thumbprints, colours,
                        None if colours is None else colours[row], rows=candidates, inks=snapshot.inks)
+
+
+def _local_matches(snapshot: Snapshot):
+    """Row after row: the row's points and what the local index found for each view (None,
+    None where it has no local features), asked of the index for MATCH_BLOCK rows at once."""
+    data, local = snapshot.data, snapshot.local
+    stored, mirror = data.vectors.get("orb"), data.vectors.get("orb_mirror")
+    for start in range(0, snapshot.size, MATCH_BLOCK):
+        block = []
+        for i in range(start, min(start + MATCH_BLOCK, snapshot.size)):
+            if local is None or not data.present["orb"][i]:
+                block.append(None)
+                continue
+            mirrored = mirror[i] if mirror is not None and data.present["orb_mirror"][i] else None
+            block.append(Points.of_row(stored[i], LIBRARY_POINTS, mirrored))
+        asked = [q for points in block if points is not None for q in view_queries(points)]
+        answers = iter(local.matches_many(asked, at_least=MIN_MATCHES) if asked else [])
+        for points in block:
+            yield (None, None) if points is None else (points, [next(answers) for _ in points.views])
 
 
 def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:

@@ -67,17 +67,35 @@ class LocalIndex:
         Each query point gives one correspondence per owner, its nearest stored
         point there; pairs come in query-point order.  `probes`: lists scanned
         per point, where the index has lists (default: the index's own)."""
-        if not len(descriptors):
+        return self.matches_many([(descriptors, xy)], at_least, probes)[0]
+
+    def matches_many(self, queries: list[tuple[np.ndarray, np.ndarray]], at_least: int = 1,
+                     probes: int | None = None) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
+        """`matches` for many (descriptors, xy) at once, in one search of the index: the
+        library-wide pass asks for thousands of pictures' points, and one search per
+        picture spent more on starting each search than on comparing codes."""
+        sizes = [len(descriptors) for descriptors, _ in queries]
+        if not sum(sizes):
+            return [{} for _ in queries]
+        distances, ids = self.index.search(np.concatenate([d for d, _ in queries if len(d)]), NEIGHBOURS, probes)
+        found, start = [], 0
+        for (descriptors, xy), size in zip(queries, sizes):
+            found.append(self._grouped(distances[start:start + size], ids[start:start + size], xy, at_least))
+            start += size
+        return found
+
+    def _grouped(self, distances: np.ndarray, ids: np.ndarray, xy: np.ndarray,
+                 at_least: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        if not len(ids):
             return {}
-        distances, ids = self.index.search(descriptors, NEIGHBOURS, probes)
-        queries = np.repeat(np.arange(len(descriptors), dtype=np.int64), ids.shape[1])
+        queries = np.repeat(np.arange(len(ids), dtype=np.int64), ids.shape[1])
         stored, distances = ids.ravel(), distances.ravel()
         close = (stored >= 0) & (distances <= MAX_HAMMING)
         queries, stored = queries[close], stored[close]
         owners = self.owner[stored].astype(np.int64)
         # Sorted by (owner, query point); the first of each pair in the search's order
         # (nearest first) is the one kept.
-        _, first = np.unique(owners * len(descriptors) + queries, return_index=True)
+        _, first = np.unique(owners * len(ids) + queries, return_index=True)
         owners, queries, stored = owners[first], queries[first], stored[first]
         starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
         counts = np.diff(np.r_[starts, len(owners)])

@@ -83,18 +83,27 @@ class Points:
 
 
 def verify_all(points: Points, local: LocalIndex, exclude: int | None = None,
-               regions: bool = False, probes: int | None = None) -> dict[int, Verification]:
+               regions: bool = False, probes: int | None = None,
+               found: list[dict] | None = None) -> dict[int, Verification]:
     """Best verification per image row that shares enough descriptors with `points`;
-    with `regions`, regions too (as local.images + region number)."""
+    with `regions`, regions too (as local.images + region number).  `found`: what
+    `local.matches` gives each of the views, when it was asked already (`view_queries`)."""
+    if found is None:
+        found = local.matches_many(view_queries(points), at_least=MIN_MATCHES, probes=probes)
     best: dict[int, Verification] = {}
-    for mirrored, xy, descriptors in points.views:
-        for row, (src, dst) in local.matches(descriptors, xy, at_least=MIN_MATCHES, probes=probes).items():
+    for (mirrored, _, _), matched in zip(points.views, found):
+        for row, (src, dst) in matched.items():
             if row == exclude or (row >= local.images and not regions):
                 continue
             check = geometric_check(src, dst, mirrored)
             if check.inliers > best.get(row, NONE).inliers:
                 best[row] = check
     return best
+
+
+def view_queries(points: Points) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(descriptors, xy) of each view, as the local index is asked for them."""
+    return [(descriptors, xy) for _, xy, descriptors in points.views]
 
 
 # Thumbprints correlating this well are one design, re-saved, resized, recoloured or on
