@@ -36,3 +36,12 @@ class CountingExtractor:
         rows = [np.asarray(letterbox(im, 16).convert("L"), dtype=np.float32).ravel() for im in images]
         rows = [r - r.mean() for r in rows]
         return l2_normalize(np.stack(rows))
+
+
+def square_or_exit(item: str):
+    """For a worker process: ends the process on "poison" (as a decoder crash would), else answers."""
+    import os
+
+    if item == "poison":
+        os._exit(3)
+    return ("done", item)

@@ -1,4 +1,7 @@
 """The indexing workers as processes: the same index as threads make, and only where they pay."""
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 from PIL import Image
 
@@ -7,7 +10,7 @@ from engine.index.pipeline import Indexer
 from engine.index.store import IndexData
 from features import registry
 from conftest import make_design
-from fakes import CountingExtractor
+from fakes import CountingExtractor, square_or_exit
 
 
 _real_pool = worker_processes.pool
@@ -62,9 +65,21 @@ def test_processes_are_used_only_on_many_cores_for_large_runs_and_never_for_stan
     assert worker_processes.wanted(cfg.with_overrides(worker_processes="on"), 5)
 
     forced = cfg.with_overrides(worker_processes="on")
-    fn, pool = worker_processes.stage(Indexer(forced, _worker_features(regions=False)), 5)
-    assert fn is worker_processes.prepare and pool is not None
-    pool.shutdown()
+    assert worker_processes.stage(Indexer(forced, _worker_features(regions=False)), 5)[1]
     # A stand-in for a worker feature cannot be rebuilt in a process: threads.
     stand_in = Indexer(forced, {"hsv": CountingExtractor("hsv"), "orb": registry.build("orb")})
-    assert worker_processes.stage(stand_in, 5) == (stand_in.prepare, None)
+    assert not worker_processes.stage(stand_in, 5)[1]
+
+
+def _spawned(workers):
+    return ProcessPoolExecutor(max_workers=workers or 2, mp_context=multiprocessing.get_context("spawn"))
+
+
+def test_a_file_that_kills_its_worker_process_is_reported_and_the_run_goes_on():
+    """Every file in flight when a process dies is tried again alone; only the killer is lost."""
+    items = [f"design {n}" for n in range(12)]
+    items.insert(5, "poison")  # fakes.square_or_exit ends its process on this one
+    results = list(worker_processes.completed_in_processes(square_or_exit, items, window=4, new_pool=_spawned,
+                                                           crashed=lambda item: ("crashed", item)))
+    assert sorted(results, key=str) == sorted([("crashed", "poison")] + [("done", i) for i in items if i != "poison"],
+                                              key=str)

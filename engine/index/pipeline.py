@@ -14,9 +14,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image
@@ -31,7 +30,6 @@ from engine.index import store, worker_processes
 from engine.index.assemble import assemble
 from engine.index.changes import (CollectionUnavailable, RunState, StillBeingWritten, files_to_index,
                                   read_whole)
-from engine.index.parallel import completed_map
 from engine.index.store import Entry, IndexData
 from engine.models.threads import quiet_helper_pools
 from features import registry
@@ -106,9 +104,9 @@ class Indexer:
                              removed=counts["removed"], skipped=skipped, features=sorted(self.extractors))
         if progress:
             progress(0, len(work), "")  # the size of the run is known before its first batch
-        prepare, processes = worker_processes.stage(self, len(work))
-        with self._jpeg_decoder(bool(work) and processes is None):  # processes decode on their own
-            done = self._extract(work, state, report, progress, prepare, processes)
+        prepared_files, in_processes = worker_processes.stage(self, len(work))
+        with self._jpeg_decoder(bool(work) and not in_processes):  # processes decode on their own
+            done = self._extract(prepared_files(work), len(work), state, report, progress)
         if progress:
             progress(done, len(work), "")
         if not work and state.unchanged():
@@ -135,20 +133,20 @@ class Indexer:
         finally:
             self.gpu_jpeg = None  # closed: a picture asked of it would never be answered
 
-    def _extract(self, work, state: RunState, report: IndexReport, progress: ProgressFn | None,
-                 prepare: Callable, processes: Executor | None) -> int:
+    def _extract(self, prepared_files: Iterator[Prepared], total: int, state: RunState, report: IndexReport,
+                 progress: ProgressFn | None) -> int:
         """Workers prepare the files, this thread runs the networks batch by batch; a
         checkpoint every few hundred files, and on any way out but the normal one."""
         done = 0
         try:
             batch: list[Prepared] = []
-            for prepared in completed_map(prepare, work, self.config.threads, 4 * self.config.batch_size, processes):
+            for prepared in prepared_files:
                 batch.append(prepared)
                 if len(batch) >= self.config.batch_size:
                     done += self._finish(batch, state, report)
                     batch = []
                     if progress:
-                        progress(done, len(work), prepared.file.path)
+                        progress(done, total, prepared.file.path)
                     if self.stop():
                         raise IndexingStopped("the engine is closing")
                     if state.fresh_since_checkpoint >= self.checkpoint_every:

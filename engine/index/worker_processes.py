@@ -18,9 +18,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterable, Iterator
 
 from engine.config import Config
+from engine.index.parallel import completed_map
 from features import registry
 
 # Below this many files to extract, the processes' start costs more than threads lose.
@@ -33,16 +36,71 @@ WINDOWS_MAX_PROCESSES = 61
 _worker = None  # this process's Indexer, when it is a worker process
 
 
-def stage(indexer, files: int):
-    """The worker stage of a run extracting `files` files: (function, pool); no pool: threads.
+def stage(indexer, files: int) -> tuple[Callable[[list], Iterator], bool]:
+    """How a run extracting `files` files prepares them: a function from the work to the
+    prepared files, in finishing order, and whether it uses processes.
 
     Processes build their own extractors, so only from what the feature registry
     builds: anything else the indexer was handed (a stand-in) stays in threads."""
+    config = indexer.config
+    window = 4 * config.batch_size
     names = sorted(registry.IN_WORKERS & set(indexer.extractors))
     own = all(type(indexer.extractors[name]) is registry.BY_NAME[name].build for name in names)
-    if not (own and wanted(indexer.config, files)):
-        return indexer.prepare, None
-    return prepare, pool(indexer.config, names)
+    if not (own and wanted(config, files)):
+        return (lambda work: completed_map(indexer.prepare, work, config.threads, window)), False
+
+    def new_pool(workers: int | None) -> ProcessPoolExecutor:
+        return pool(config, names, workers)
+
+    return (lambda work: completed_in_processes(prepare, work, window, new_pool, _crashed)), True
+
+
+def completed_in_processes(fn: Callable, items: Iterable, window: int,
+                           new_pool: Callable[[int | None], ProcessPoolExecutor],
+                           crashed: Callable) -> Iterator:
+    """fn over items in processes, each result as soon as it is ready (as completed_map).
+
+    A process that dies (a crash inside a decoder, the kernel's out-of-memory killer)
+    breaks the whole pool and every file in flight with it.  Each of those is then
+    tried alone in a fresh process: the one that kills it again is answered
+    crashed(item), the others their results, and the run goes on in a new pool."""
+    items = iter(items)
+    workers = new_pool(None)
+    pending: dict[Future, object] = {}
+    try:
+        while True:
+            for item in items:
+                pending[workers.submit(fn, item)] = item
+                if len(pending) >= window:
+                    break
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = []
+            for future in done:
+                item = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken.append(item)
+                    continue
+                yield result
+            if broken:
+                suspects, pending = broken + list(pending.values()), {}
+                workers.shutdown(wait=True, cancel_futures=True)
+                for item in suspects:
+                    yield _alone(fn, item, new_pool, crashed)
+                workers = new_pool(None)
+    finally:
+        workers.shutdown(wait=True, cancel_futures=True)
+
+
+def _alone(fn: Callable, item, new_pool: Callable[[int | None], ProcessPoolExecutor], crashed: Callable):
+    with new_pool(1) as single:
+        try:
+            return single.submit(fn, item).result()
+        except BrokenProcessPool:
+            return crashed(item)
 
 
 def wanted(config: Config, files: int) -> bool:
@@ -55,9 +113,10 @@ def wanted(config: Config, files: int) -> bool:
     return (os.cpu_count() or 1) >= PROCESS_MIN_CORES and files >= PROCESS_MIN_FILES
 
 
-def pool(config: Config, feature_names: list[str]) -> ProcessPoolExecutor:
-    """Worker processes, each with its own copies of the worker-stage extractors named."""
-    workers = max(1, config.threads)
+def pool(config: Config, feature_names: list[str], workers: int | None = None) -> ProcessPoolExecutor:
+    """Worker processes (`config.threads` unless told), each with its own copies of the
+    worker-stage extractors named."""
+    workers = max(1, workers or config.threads)
     if os.name == "nt":
         workers = min(workers, WINDOWS_MAX_PROCESSES)
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -67,6 +126,14 @@ def pool(config: Config, feature_names: list[str]) -> ProcessPoolExecutor:
 def prepare(item):
     """The worker stage for one file, in a worker process (Indexer.prepare)."""
     return _worker.prepare(item)
+
+
+def _crashed(item):
+    from engine.index.pipeline import Prepared
+
+    file, needs = item
+    return Prepared(file=file, needs=needs, error="a worker process ended while reading this file "
+                                                  "(a crash in a decoder, or out of memory)")
 
 
 def _start(config: Config, feature_names: list[str]) -> None:
