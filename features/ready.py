@@ -24,12 +24,12 @@ import json
 import logging
 import os
 import secrets
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from features import torchscript
 from features.base import to_batch
 from features.files import atomic_write
 from features.weights import file_sha256
@@ -89,8 +89,7 @@ class ReadyNetworks:
             return
         archive, record = self._paths(name, key)
         try:
-            with warnings.catch_warnings():  # torch 2.14 calls TorchScript deprecated on every save
-                warnings.simplefilter("ignore")
+            with torchscript.one_at_a_time():
                 atomic_write(archive, lambda out: torch.jit.save(module, out), private=True)
             entry = {"key": key, "signature": self._sign(archive), "probe": [float(x) for x in expected]}
             atomic_write(record, json.dumps(entry), private=True)
@@ -108,8 +107,7 @@ class ReadyNetworks:
             raise ValueError("it was made for other weights or another torch")
         if not hmac.compare_digest(str(entry.get("signature", "")), self._sign(archive)):
             raise ValueError("its signature does not match: this install did not write it")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torchscript.one_at_a_time():
             module = torch.jit.load(str(archive), map_location="cpu")
         cosine = _cosine(probe(module), entry["probe"])
         if cosine < PROBE_COSINE:
@@ -180,8 +178,7 @@ class KeptBetweenStarts:
         if isinstance(model, torch.jit.ScriptModule):
             return model
         batch = to_batch([probe_picture()], self.mean, self.std)
-        with torch.inference_mode(), warnings.catch_warnings():  # torch 2.14: "TorchScript is deprecated"
-            warnings.simplefilter("ignore")
+        with torch.inference_mode(), torchscript.one_at_a_time():
             return torch.jit.freeze(torch.jit.trace(model, batch, check_trace=False).eval())
 
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 
-from features import precision
+from features import precision, torchscript
 from features.base import to_batch
 from features.network import NetworkExtractor
 from features.weights import WeightsSource, WeightsSpec
@@ -64,8 +63,7 @@ class ResnetExtractor(NetworkExtractor):
     def _frozen(model):
         import torch
 
-        with torch.no_grad(), warnings.catch_warnings():  # torch 2.14: "TorchScript is deprecated"
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), torchscript.one_at_a_time():
             return torch.jit.freeze(torch.jit.script(model))
 
     def _int8_tag(self) -> str:

@@ -126,3 +126,45 @@ def test_the_bundled_shape_network_loads_ready_at_the_second_start(cfg, monkeypa
     again = models.load_extractors(cfg.models_dir, ready_dir=cfg.ready_networks_dir)[0]["resnet"]
     assert again.fingerprint() == first.fingerprint()
     assert np.sum(again.embed(images) * rows, axis=1).min() >= 0.9999
+
+
+def test_networks_built_on_two_threads_at_once_both_build(monkeypatch):
+    """torch fills its table of builtin operators on the first compile without a lock; a
+    second compile meanwhile failed ("builtin cannot be used as a value").  The window is
+    widened here so that, without Lookalike's own lock, the second thread falls into it."""
+    import threading
+    import time
+
+    import torch.jit._builtins as builtins
+    import torchvision
+
+    from features.resnet import ResnetExtractor
+
+    table = builtins._get_builtin_table()
+    filling = {"by": None}  # the thread filling the table for the first time, then "done"
+
+    def first_fill_seen_from_other_threads():
+        me = threading.get_ident()
+        if filling["by"] is None:
+            filling["by"] = me
+            time.sleep(0.5)  # the first compile fills the table meanwhile
+            filling["by"] = "done"
+        elif filling["by"] not in ("done", me):
+            return {}  # what torch publishes while it fills it
+        return table
+
+    monkeypatch.setattr(builtins, "_get_builtin_table", first_fill_seen_from_other_threads)
+    failures = []
+
+    def build():
+        try:
+            ResnetExtractor._frozen(torchvision.models.resnet18(weights=None).eval())
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
