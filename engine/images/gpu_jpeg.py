@@ -10,7 +10,7 @@ each picture on the GPU to the analysis size and hands back only that.
 
 Anything nvJPEG cannot take (CMYK, a broken or unusual file, an enormous
 picture that would crowd the card) is answered None and the worker decodes it
-on the CPU as before.
+on the CPU.
 """
 from __future__ import annotations
 

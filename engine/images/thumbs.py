@@ -23,9 +23,9 @@ def thumb_path(thumbs_dir: Path, sha256: str) -> Path:
 def write_thumb(thumbs_dir: Path, sha256: str, image: Image.Image) -> None:
     """The preview of a design, unless it has a good one.
 
-    Not fsynced: every worker writing one per design, two fsyncs each queued the
-    workers behind the disk's journal.  A preview is made again from the design,
-    so what a power cut can leave, an empty file, is simply written anew."""
+    Not fsynced: two fsyncs per preview took about a fifth of a worker's time on a
+    16-core machine's disk (docs/benchmarks.md, Devices).  A preview is made again
+    from the design, so what a power cut can leave, an empty file, is written anew."""
     target = thumb_path(thumbs_dir, sha256)
     try:
         if target.stat().st_size > 0:

@@ -161,7 +161,8 @@ async function watchProgress() {
     $("progress-text").textContent = `done: ${r.indexed} indexed, ${r.unchanged} unchanged, ${r.removed} removed, ${r.skipped.length} skipped`;
   }
   refreshStatus();
-  if (lastFile || (!$("text").disabled && $("text").value.trim())) search(lastFile);  // shown: the index before
+  // The results on the page came from the index as it was before this run.
+  if (lastFile || (!$("text").disabled && $("text").value.trim())) search(lastFile);
 }
 
 async function refreshStatus() {
