@@ -11,6 +11,7 @@ from conftest import make_design
 from engine import Engine
 from engine.match import calibration
 from engine.match.calibration import Trial, choose_thresholds
+from engine.match.choosing import choose
 from engine.match.calibration_job import BUILT_IN_NOTE
 from engine.match.judge import Evidence
 from engine.match.verdict import (BUILT_IN, DUPLICATE, DUPLICATE_INLIERS, SIMILAR, Thresholds, nearly_verified,
@@ -66,7 +67,7 @@ def test_the_rates_reported_are_measured_on_designs_the_choice_was_made_without(
     trials += [Trial([scored(0.92 if d == 9 else 0.70)], [1000 + d], None, d) for d in range(10)]
     chosen = choose_thresholds(trials, 0.0, 10, {})
     assert chosen.detection == 0.0 and chosen.false_alarm_rate == 0.0
-    detection, false_alarms = calibration.cross_validated(trials, 0.0)
+    detection, false_alarms = choose(trials, 0.0).validated
     assert detection == pytest.approx(0.2) and false_alarms == pytest.approx(0.1)
 
 

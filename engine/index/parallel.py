@@ -1,17 +1,15 @@
 """Parallel map that yields results as they finish, with a bounded number in flight."""
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-def completed_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, window: int,
-                  pool: Executor | None = None) -> Iterator[Out]:
-    """fn over items in `workers` threads (or in `pool`, which it shuts down at the end),
-    each result yielded as soon as it is ready.
+def completed_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, window: int) -> Iterator[Out]:
+    """fn over items in `workers` threads, each result yielded as soon as it is ready.
 
     In finishing order, not input order: one slow item (a 600 MP PNG takes
     seconds to stream) must not hold back the results behind it while the
@@ -21,7 +19,7 @@ def completed_map(fn: Callable[[In], Out], items: Iterable[In], workers: int, wi
     in memory.  When the caller stops early (Ctrl-C, an error), items not yet
     started are cancelled instead of being worked through first.
     """
-    pool = pool or ThreadPoolExecutor(max_workers=max(1, workers))
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
     pending: set[Future] = set()
     try:
         for item in items:

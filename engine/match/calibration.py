@@ -31,7 +31,7 @@ from PIL import Image
 from engine.images.edits import EDITS
 from engine.index.snapshot import Snapshot
 from engine.index.store import IndexData
-from engine.match.choosing import POINTS_GRID, Chosen, Trial, choose, cross_validated, rates
+from engine.match.choosing import POINTS_GRID, Chosen, Trial, choose, rates
 from engine.match.judge import Evidence
 from engine.match.search import Previews, SearchResult, search
 from engine.match.verdict import DUPLICATE_INLIERS, EXACT_COSINE, Thresholds
@@ -248,4 +248,4 @@ def _calibration(chosen: Chosen, target: float, designs: int, fingerprints: dict
 
 __all__ = ["CalibrationStopped", "Calibration", "DEFAULT_SAMPLE", "DEFAULT_TARGET", "EXACT_COSINE", "FILE_NAME",
            "MIN_DESIGNS", "TooSmall", "Trial", "calibrate", "choose_thresholds", "fingerprints_for", "fingerprints_of",
-           "cross_validated", "load", "rates", "run_trials", "sample_rows", "save"]
+           "load", "rates", "run_trials", "sample_rows", "save"]
