@@ -20,11 +20,20 @@ with the helper libraries' own thread pools as they come and previews fsynced,
 with the pools held to one thread, as Lookalike runs threads (pools held, previews
 not fsynced), and as processes instead of threads.  On a GPU, how far GPU-decoded photos are from CPU-decoded ones.
 
+On a GPU also what the thread that feeds the networks costs: the designs with torch's
+CPU threads left as they are (instead of one while the networks run on the GPU); fed
+to the networks 32 files at a time as on a CPU (instead of the GPU's batch); and all of
+that with the batches normalised on the CPU and sent as floats (instead of pixels
+normalised on the GPU); and for every run, the share of its time the feeding thread
+spent in the networks (the rest it waited for the workers).
+
     python bench/device_speed.py --designs DIR [--photos DIR] [--count 400] [--copies 3] [--gpu-only]
+                                 [--no-scaling]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -216,9 +225,18 @@ def measure(device: str, designs: list[Path], models_dir: Path, work: Path, phot
 
 
 def _runs(device: str, designs: list[Path], photos: list[Path]) -> list[tuple[str, list[Path], dict]]:
-    """(label, files, Config overrides) of every pipeline run on `device`."""
+    """(label, files, Config overrides) of every pipeline run on `device`; keys starting with '_'
+    are this bench's variations of the feeding thread (_pipeline_run)."""
     runs = [("designs, workers as threads", designs, {"worker_processes": "off", "gpu_jpeg": False}),
             ("designs, workers as processes", designs, {"worker_processes": "on", "gpu_jpeg": False})]
+    if device != "cpu":  # what the thread that feeds a GPU costs the run, as it is and as it was
+        runs += [("designs, processes, torch's CPU team left spinning", designs,
+                  {"worker_processes": "on", "gpu_jpeg": False, "_torch_team": True}),
+                 ("designs, processes, fed 32 files at a time as on a CPU", designs,
+                  {"worker_processes": "on", "gpu_jpeg": False, "_feed_batch": 32}),
+                 ("designs, processes, fed 32 at a time, torch's team, batches normalised on the CPU", designs,
+                  {"worker_processes": "on", "gpu_jpeg": False, "_feed_batch": 32, "_torch_team": True,
+                   "_normalise_on_cpu": True})]
     if photos and device != "cpu":  # on the CPU the networks are the bound whatever the files
         runs += [("photos, threads, CPU decodes", photos, {"worker_processes": "off", "gpu_jpeg": False}),
                  ("photos, processes, CPU decodes", photos, {"worker_processes": "on", "gpu_jpeg": False}),
@@ -226,10 +244,46 @@ def _runs(device: str, designs: list[Path], photos: list[Path]) -> list[tuple[st
     return runs
 
 
+@contextlib.contextmanager
+def feeding_thread(normalise_on_cpu: bool = False, torch_team: bool = False):
+    """The thread that feeds the networks varied for one run: batches normalised on the
+    CPU and sent as floats (instead of pixels normalised on the GPU); torch's CPU threads
+    left as they are (instead of one while the networks run on a GPU)."""
+    from engine.index import pipeline
+    from features.base import to_batch
+    from features.network import NetworkExtractor
+
+    shipped_batch, shipped_threads = NetworkExtractor._device_batch, pipeline.torch_on_one_thread
+    if normalise_on_cpu:
+        NetworkExtractor._device_batch = lambda self, images: self._on_device(to_batch(images, self.mean, self.std))
+    if torch_team:
+        pipeline.torch_on_one_thread = lambda when: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        NetworkExtractor._device_batch, pipeline.torch_on_one_thread = shipped_batch, shipped_threads
+
+
+def timed_indexer(config, extractors: dict):
+    """An Indexer that counts the seconds its feeding thread spends running the networks."""
+    from engine.index.pipeline import Indexer
+
+    class Timed(Indexer):
+        in_networks = 0.0
+
+        def _finish(self, batch, state, report):
+            started = time.perf_counter()
+            try:
+                return super()._finish(batch, state, report)
+            finally:
+                self.in_networks += time.perf_counter() - started
+
+    return Timed(config, extractors)
+
+
 def _pipeline_run(device: str, label: str, files: list[Path], extractors: dict, networks: dict, work: Path,
                   alone: float, options: dict) -> dict:
     from engine.config import Config
-    from engine.index.pipeline import Indexer
     from engine.index.store import IndexData
 
     folder = work / f"images-{device}-{len(files)}-{files[0].suffix}"
@@ -238,6 +292,7 @@ def _pipeline_run(device: str, label: str, files: list[Path], extractors: dict, 
         for path in files:
             shutil.copyfile(path, folder / path.name)
     tag = f"{device}-{label}".replace(" ", "_").replace(",", "")
+    variations = {key[1:]: options.pop(key) for key in list(options) if key.startswith("_")}
     config = Config(images=folder, cache=work / f"cache-{tag}", **options)
     workers_only = {n: e for n, e in extractors.items() if n not in networks}
     jpeg_on = device if options["gpu_jpeg"] and device != "cpu" else None
@@ -252,11 +307,14 @@ def _pipeline_run(device: str, label: str, files: list[Path], extractors: dict, 
     workers.run(IndexData())
     bound = len(files) / (time.perf_counter() - started)
 
-    started = time.perf_counter()
-    _, report = Indexer(config, extractors).run(IndexData())
-    pipeline = report.indexed / (time.perf_counter() - started)
-    return {"threads": config.threads, "decode_bound": bound, "pipeline": pipeline,
-            "share": pipeline / min(alone, bound)}
+    indexer = timed_indexer(config, extractors)
+    indexer.batch_size = variations.pop("feed_batch", indexer.batch_size)
+    with feeding_thread(**variations):
+        started = time.perf_counter()
+        _, report = indexer.run(IndexData())
+        seconds = time.perf_counter() - started
+    return {"threads": config.threads, "decode_bound": bound, "pipeline": report.indexed / seconds,
+            "share": report.indexed / seconds / min(alone, bound), "in_networks": indexer.in_networks / seconds}
 
 
 def workers_only_indexer(config, extractors: dict, jpeg_on: str | None):
@@ -302,7 +360,8 @@ def print_row(row: dict) -> None:
         print(f"| {row['device']} | {run['set']} | {run['threads']} | {row['startup_s']:.1f} s | "
               f"{row['precision']['clip']}, {row['precision']['resnet']} | {row['batch']} | "
               f"{row['alone']:.1f} img/s | {run['decode_bound']:.1f} img/s | "
-              f"{run['pipeline']:.1f} img/s | {100 * run['share']:.0f}% |", flush=True)
+              f"{run['pipeline']:.1f} img/s | {100 * run['share']:.0f}% | {100 * run['in_networks']:.0f}% |",
+              flush=True)
 
 
 def main() -> None:
@@ -311,6 +370,7 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="folder of photos; 12 MP JPEG variants are cut from them")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--no-scaling", action="store_true", help="leave out the worker stage's scaling table")
     parser.add_argument("--copies", type=int, default=1,
                         help="index each design this many times (distinct bytes): runs long enough that "
                              "the worker processes' start is a small part")
@@ -327,8 +387,9 @@ def main() -> None:
         from engine import models
 
         workers_only, _ = models.load_extractors(models_dir, batch_size=32, regions=True, device="cpu")
-        worker_scaling(args.designs, {n: e for n, e in workers_only.items() if n not in ("clip", "resnet")},
-                       work, pools)
+        if not args.no_scaling:
+            worker_scaling(args.designs, {n: e for n, e in workers_only.items() if n not in ("clip", "resnet")},
+                           work, pools)
         if args.copies > 1:
             designs = distinct_copies(designs, args.copies, work / "designs")
         photos = []
@@ -338,8 +399,8 @@ def main() -> None:
         print(f"\n{len(designs)} designs, {len(photos)} photos of 12 MP; torch {torch.__version__}, "
               f"{os.cpu_count()} cores")
         print("| device | set | workers | start-up | precision (clip, resnet) | batch | networks alone "
-              "| workers' bound | pipeline | pipeline / min(networks, workers) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| workers' bound | pipeline | pipeline / min(networks, workers) | feeding thread in the networks |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for device in devices:
             row = measure(device, designs, models_dir, work, photos)
             print_row(row)

@@ -52,12 +52,24 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
 
 def to_batch(images: Sequence[Image.Image], mean: np.ndarray, std: np.ndarray):
     """Letterboxed, normalised NCHW float tensor for a torchvision/open_clip model."""
+    return normalise(pixel_batch(images), mean, std)
+
+
+def pixel_batch(images: Sequence[Image.Image]):
+    """The letterboxed pictures as one NHWC uint8 tensor: a quarter of the float batch's
+    bytes, which is what a GPU is sent (features/network.py) and normalises itself."""
     import torch  # imported here: importing features must stay cheap
 
-    squares = np.stack([np.asarray(letterbox(im, INPUT_SIDE)) for im in images])
-    # (x / 255 - mean) / std as two in-place torch passes over the uint8 batch: the same
-    # in NumPy took 6 ms per image on the thread that feeds the networks, which idle meanwhile.
-    batch = torch.from_numpy(squares).permute(0, 3, 1, 2).float().contiguous()
-    shift = torch.from_numpy(np.asarray(mean, np.float32) * 255).view(1, 3, 1, 1)
-    scale = torch.from_numpy(1 / (np.asarray(std, np.float32) * 255)).view(1, 3, 1, 1)
+    return torch.from_numpy(np.stack([np.asarray(letterbox(im, INPUT_SIDE)) for im in images]))
+
+
+def normalise(pixels, mean: np.ndarray, std: np.ndarray):
+    """(x / 255 - mean) / std of an NHWC uint8 batch, as NCHW float on the batch's device."""
+    import torch
+
+    # Two in-place passes over the float copy: the same in NumPy took 6 ms per image on the
+    # thread that feeds the networks, which idle meanwhile.
+    batch = pixels.permute(0, 3, 1, 2).float().contiguous()
+    shift = torch.tensor(np.asarray(mean, np.float32) * 255, device=pixels.device).view(1, 3, 1, 1)
+    scale = torch.tensor(1 / (np.asarray(std, np.float32) * 255), device=pixels.device).view(1, 3, 1, 1)
     return batch.sub_(shift).mul_(scale)

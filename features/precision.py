@@ -187,7 +187,7 @@ class ChoosesPrecision:
 
     Expects of the class it is mixed into: `name`, `weights`, `digest`, `device`,
     `batch_size`, `offers_int8`, `mean`, `std`, `_sample`, `_choice`, `_model`, and
-    the hooks `_build`, `_fp32`, `_quantized`, `_forward`, `_to_device`, `_on_device`.
+    the hooks `_build`, `_fp32`, `_quantized`, `_forward`, `_to_device`, `_device_batch`.
     """
 
     def precision(self) -> Choice:
@@ -262,7 +262,7 @@ class ChoosesPrecision:
             if not pictures:
                 choice = ONLY_FP32
             else:
-                batch = self._on_device(to_batch(pictures, self.mean, self.std))
+                batch = self._device_batch(pictures)
 
                 def half(b):
                     with torch.autocast(device_type="cuda", dtype=torch.float16):

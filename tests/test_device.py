@@ -119,3 +119,35 @@ def test_a_device_out_of_memory_is_retried_smaller_then_on_the_cpu(caplog):
     network.fail_from = 1  # not even one picture fits: the CPU takes them
     assert np.allclose(network.embed(designs), expected, atol=1e-5)
     assert "runs on the CPU" in caplog.text
+
+
+class Watched(TinyNetwork):
+    """Records how many pictures it was asked for at a time, and how many CPU threads torch had."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads_seen: list[int] = []
+        self.batches: list[int] = []
+
+    def _to_device(self, model):
+        return model  # the stand-in device shares the host's memory
+
+    def embed(self, images):
+        self.threads_seen.append(torch.get_num_threads())
+        self.batches.append(len(images))
+        return super().embed(images)
+
+
+def test_an_index_run_feeding_a_gpu_sends_its_batches_and_keeps_torch_on_one_cpu_thread(cfg, collection):
+    from engine.index.pipeline import Indexer
+    from engine.index.store import IndexData
+
+    torch.set_num_threads(2)
+    on_gpu, on_cpu = Watched(), Watched()
+    on_gpu.device, on_gpu.batch_size = "stand-in GPU", 2 * cfg.batch_size
+    _, report = Indexer(cfg.with_overrides(gpu_jpeg=False), {"tiny": on_gpu}).run(IndexData())
+    assert report.indexed == len(collection) and on_gpu.threads_seen and set(on_gpu.threads_seen) == {1}
+    assert max(on_gpu.batches) == 2 * cfg.batch_size  # the GPU's batch, not the CPU's
+    assert torch.get_num_threads() == 2  # given back: a CPU network afterwards has its cores
+    Indexer(cfg.with_overrides(cache=cfg.cache.parent / "cpu"), {"tiny": on_cpu}).run(IndexData())
+    assert set(on_cpu.threads_seen) == {2} and max(on_cpu.batches) == cfg.batch_size

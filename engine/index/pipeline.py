@@ -31,7 +31,7 @@ from engine.index.assemble import assemble
 from engine.index.changes import (CollectionUnavailable, RunState, StillBeingWritten, files_to_index,
                                   read_whole)
 from engine.index.store import Entry, IndexData
-from engine.models.threads import quiet_helper_pools
+from engine.models.threads import quiet_helper_pools, torch_on_one_thread
 from features import registry
 from features.base import INPUT_SIDE, Extractor, letterbox
 from features.regions import propose
@@ -91,6 +91,11 @@ class Indexer:
         self.extractors = dict(extractors)
         self.fingerprints = {name: ex.fingerprint() for name, ex in self.extractors.items()}
         self.checkpoint_every = config.checkpoint_every
+        # Files handed to the networks at a time.  A GPU gets its own batches' worth: fed 32 at
+        # a time its time went in launching kernels, and the designs' pipeline ran at 64% of
+        # what its workers could prepare, against 84% at 128 (docs/benchmarks.md, Devices).
+        self.batch_size = max([config.batch_size] + [getattr(e, "batch_size", 0) for e in self.extractors.values()
+                                                     if getattr(e, "device", "cpu") != "cpu"])
         self.gpu_jpeg: GpuJpegDecoder | None = None  # set for the length of a run on a GPU
 
     def run(self, previous: IndexData, progress: ProgressFn | None = None) -> tuple[IndexData, IndexReport]:
@@ -105,7 +110,8 @@ class Indexer:
         if progress:
             progress(0, len(work), "")  # the size of the run is known before its first batch
         prepared_files, in_processes = worker_processes.stage(self, len(work))
-        with self._jpeg_decoder(bool(work) and not in_processes):  # processes decode on their own
+        on_gpu = _network_gpu(self.extractors) is not None
+        with self._jpeg_decoder(bool(work) and not in_processes), torch_on_one_thread(on_gpu):
             done = self._extract(prepared_files(work), len(work), state, report, progress)
         if progress:
             progress(done, len(work), "")
@@ -142,7 +148,7 @@ class Indexer:
             batch: list[Prepared] = []
             for prepared in prepared_files:
                 batch.append(prepared)
-                if len(batch) >= self.config.batch_size:
+                if len(batch) >= self.batch_size:
                     done += self._finish(batch, state, report)
                     batch = []
                     if progress:

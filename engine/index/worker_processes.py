@@ -43,7 +43,7 @@ def stage(indexer, files: int) -> tuple[Callable[[list], Iterator], bool]:
     Processes build their own extractors, so only from what the feature registry
     builds: anything else the indexer was handed (a stand-in) stays in threads."""
     config = indexer.config
-    window = 4 * config.batch_size
+    window = 4 * indexer.batch_size  # files in flight: the workers never wait for the networks
     names = sorted(registry.IN_WORKERS & set(indexer.extractors))
     own = all(type(indexer.extractors[name]) is registry.BY_NAME[name].build for name in names)
     if not (own and wanted(config, files)):
