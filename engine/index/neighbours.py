@@ -9,7 +9,7 @@ chosen in the factories at the bottom, without touching the callers.
 """
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import faiss
 import numpy as np
@@ -20,13 +20,22 @@ EXACT_UP_TO = 20_000
 VECTOR_PROBES = 16
 # Training rows per list: FAISS warns below about 40.
 TRAIN_PER_LIST = 40
+# A search scans every fused vector while that is at most this many values (1 GB of
+# float32: about 45 ms a query on a 2-core machine, 166,000 rows of colour and the bundled
+# shape network, 90,000 with CLIP and ResNet50 too); beyond, an inverted file of 8-bit
+# codes with SEARCH_PROBES of its sqrt(n) lists scanned per query (bench/scale.py).
+EXACT_SCAN_VALUES = 256_000_000
+SEARCH_PROBES = 32
+# Rows fused and added at a time: never a full fused copy of the index at once.
+BLOCK = 8192
 
 
 class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) of each query's k best rows by inner product, best first; -1 past the end."""
+    def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of each query's k best rows by inner product, best first; -1 past the end.
+        `probes`: lists scanned per query where the index has lists (default: its own)."""
 
     def vectors(self) -> np.ndarray:
         """The stored rows, as a (len, dim) float32 view where the index keeps them whole."""
@@ -46,8 +55,8 @@ class _FaissVectors:
     def __len__(self) -> int:
         return self._index.ntotal
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=_probing(self._index, probes))
 
     def vectors(self) -> np.ndarray:
         if not self._keeps_vectors:
@@ -62,8 +71,13 @@ class _FaissCodes:
         self._index = index
 
     def search(self, codes: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        params = faiss.SearchParametersIVF(nprobe=probes) if probes and isinstance(self._index, faiss.IndexBinaryIVF) else None
-        return self._index.search(np.ascontiguousarray(codes), k, params=params)
+        return self._index.search(np.ascontiguousarray(codes), k, params=_probing(self._index, probes))
+
+
+def _probing(index, probes: int | None):
+    """Search parameters scanning `probes` lists, for an index that has lists."""
+    has_lists = isinstance(index, (faiss.IndexIVF, faiss.IndexBinaryIVF))
+    return faiss.SearchParametersIVF(nprobe=probes) if probes and has_lists else None
 
 
 def exact_vectors(dim: int, blocks: Iterable[np.ndarray]) -> VectorIndex:
@@ -72,6 +86,32 @@ def exact_vectors(dim: int, blocks: Iterable[np.ndarray]) -> VectorIndex:
     for block in blocks:
         index.add(np.ascontiguousarray(block, dtype=np.float32))
     return _FaissVectors(index, keeps_vectors=True)
+
+
+def exact_up_to(dim: int) -> int:
+    """The most rows of `dim` values a search scans whole."""
+    return EXACT_SCAN_VALUES // max(dim, 1)
+
+
+def search_vectors(dim: int, n: int, rows: Callable[[slice | np.ndarray], np.ndarray],
+                   exact_rows: int | None = None) -> VectorIndex:
+    """The index searches ask for fused candidates, over `n` rows that `rows(which)` gives
+    (a slice, or sorted row numbers).  Exact up to `exact_rows` rows (exact_up_to(dim)
+    unless told); beyond, an inverted file of 8-bit scalar codes, a quarter of the vectors'
+    memory, whose scores are approximate: the search scores its candidates again from
+    the stored vectors."""
+    blocks = (rows(slice(start, min(n, start + BLOCK))) for start in range(0, n, BLOCK))
+    if n == 0 or n <= (exact_up_to(dim) if exact_rows is None else exact_rows):
+        return exact_vectors(dim, blocks)
+    lists = int(np.sqrt(n))
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    index.train(np.ascontiguousarray(rows(np.sort(np.random.default_rng(0).permutation(n)[: TRAIN_PER_LIST * lists]))))
+    for block in blocks:
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
+    index.nprobe = SEARCH_PROBES
+    return _FaissVectors(index, keeps_vectors=False)
 
 
 def library_vectors(vectors: np.ndarray) -> VectorIndex:

@@ -11,15 +11,13 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.index.neighbours import VectorIndex, exact_vectors
+from engine.index.neighbours import BLOCK, VectorIndex, exact_vectors, search_vectors
 from engine.index.store import IndexData
 from engine.match.localindex import LocalIndex
 from engine.match.verdict import BUILT_IN, UNCALIBRATED_SCORES, Thresholds
 from features import registry, thumbprint
 from features.fusion import fuse, normalize_weights
 
-
-ADD_CHUNK = 8192  # rows fused and added at a time: never a full fused copy of the index
 
 
 @dataclass(frozen=True)
@@ -62,6 +60,18 @@ class Snapshot:
             by_parent.setdefault(int(parent), []).append(region)
         return by_parent
 
+    def fused_rows(self) -> np.ndarray:
+        """Every row's fused vector: the search index's own where it keeps them whole, else fused
+        again from the stored features (a large index keeps only codes)."""
+        try:
+            return self.index.vectors()
+        except TypeError:
+            fused = np.empty((self.size, sum(self.data.vectors[n].shape[1] for n in self.features)), np.float32)
+            for start in range(0, self.size, BLOCK):
+                fused[start:start + BLOCK] = _fused_block(self.data, self.features, self.weights,
+                                                          slice(start, start + BLOCK))
+            return fused
+
     @cached_property
     def row_of(self) -> dict[str, int]:
         """Row number of each indexed path."""
@@ -79,11 +89,11 @@ def fused_features(data: IndexData, active: tuple[str, ...], weights: Mapping[st
 
 def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float],
                    thresholds: Thresholds = BUILT_IN) -> Snapshot:
-    """Fuse the active features of every row and put them in a flat inner-product index."""
+    """Fuse the active features of every row into the search index (exact, or 8-bit codes
+    for a very large library: neighbours.search_vectors)."""
     features, used = fused_features(data, active, weights)
     dim = sum(data.vectors[n].shape[1] for n in features)
-    index = exact_vectors(dim, (fuse({n: data.vectors[n][start:start + ADD_CHUNK] for n in features}, used)
-                                for start in range(0, len(data) if features else 0, ADD_CHUNK)))
+    index = search_vectors(dim, len(data) if features else 0, lambda which: _fused_block(data, features, used, which))
     local = None
     if "orb" in data.vectors:  # regions' points are in their own crop's pixels
         local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"))
@@ -91,6 +101,10 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_weights=region_weights,
                     region_parent=_region_parents(data), thresholds=thresholds, **_thumbprints(data))
+
+
+def _fused_block(data: IndexData, features, weights, which) -> np.ndarray:
+    return fuse({n: data.vectors[n][which] for n in features}, weights)
 
 
 def _thumbprints(data: IndexData) -> dict[str, np.ndarray]:

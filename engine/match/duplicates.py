@@ -124,7 +124,7 @@ def group_pairs(snapshot: Snapshot, pairs: list[tuple[int, int, Pair]], threshol
 def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Previews | None) -> list[tuple[int, int, Pair]]:
     """Pairs of rows confirmed as copies, each pair once."""
     data = snapshot.data
-    fused = snapshot.index.vectors()
+    fused = snapshot.fused_rows()
     _, rows = library_vectors(fused).search(fused, k)
     # Exact scores for the neighbours found (the large-library index stores 8-bit codes).
     scores = np.empty(rows.shape, dtype=np.float32)
