@@ -20,8 +20,10 @@ extracted the way a search extracts an upload.  Then, in one run:
 - planted-copy recall@10: the copy's original among the engine's 10, and among an
   exact scan's 10.
 
-Local features and thumbprints are not in the made-up rows: this measures the fused
-vectors alone (docs/benchmarks.md, Scale).
+Thumbprints are blended the same way, and the planted copies' thumbprints looked up as a
+search does (a scan of every row, or past that size the candidates of their coded index),
+timed apart: the engine's search above is given vectors, not pictures.  Local features
+are not in the made-up rows (docs/benchmarks.md, Scale).
 
     python bench/scale.py --images N --cache CACHE --designs DIR [--planted 200] [--probes 8,16,64]
                           [--exact-up-to ROWS] [--json]
@@ -50,18 +52,20 @@ from engine.index import neighbours, store  # noqa: E402
 from engine.index.snapshot import build_snapshot, fused_features  # noqa: E402
 from engine.index.store import Entry, IndexData  # noqa: E402
 from engine.match.search import MIN_FUSED_CANDIDATES, OVERFETCH, search  # noqa: E402
+from engine.match.verify import twin_checks  # noqa: E402
 from features import l2_normalize  # noqa: E402
 from features.fusion import fuse  # noqa: E402
-from features import FEATURE_NAMES  # noqa: E402
+from features import FEATURE_NAMES, thumbprint  # noqa: E402
 
 BLEND = 3  # real designs each made-up row is blended from
 TOP = 10
 
 
 def made_up_library(real: IndexData, features: tuple[str, ...], n: int, rng) -> IndexData:
-    """`real`'s rows of `features`, then blends of them up to `n` rows."""
+    """`real`'s rows of `features` (and thumbprints), then blends of them up to `n` rows."""
     count = len(real)
-    vectors = {name: np.empty((n, real.vectors[name].shape[1]), np.float32) for name in features}
+    features = features + (("thumbprint",) if "thumbprint" in real.vectors else ())
+    vectors = {name: np.empty((n, real.vectors[name].shape[1]), real.vectors[name].dtype) for name in features}
     for name in features:
         vectors[name][:count] = real.vectors[name]
     for start in range(count, n, neighbours.BLOCK):
@@ -69,18 +73,20 @@ def made_up_library(real: IndexData, features: tuple[str, ...], n: int, rng) -> 
         sources = rng.integers(0, count, (rows, BLEND))
         shares = rng.dirichlet(np.ones(BLEND), rows).astype(np.float32)
         for name in features:
-            blend = np.einsum("rb,rbd->rd", shares, real.vectors[name][sources])
-            vectors[name][start:start + rows] = l2_normalize(blend)
+            blend = np.einsum("rb,rbd->rd", shares, real.vectors[name][sources].astype(np.float32))
+            # Thumbprints are grey levels, stored as bytes; the others unit rows.
+            vectors[name][start:start + rows] = np.round(blend) if name == "thumbprint" else l2_normalize(blend)
     entries = real.entries + [Entry(f"made-up/{i:07d}.png", 1000, i, f"{i:064x}", 512, 512) for i in range(count, n)]
     present = {name: np.ones(n, bool) for name in features}
     return IndexData(entries=entries, vectors=vectors, fingerprints={f: real.fingerprints[f] for f in features},
                      present=present)
 
 
-def planted_queries(real: IndexData, designs: Path, engine, features, count: int, rng) -> tuple[list[dict], list[int]]:
-    """Query vectors of edited copies of `count` real designs, and each one's row."""
+def planted_queries(real: IndexData, designs: Path, engine, features, count: int, rng
+                    ) -> tuple[list[dict], list[int], list[np.ndarray]]:
+    """Query vectors of edited copies of `count` real designs, each one's row, and its thumbprint."""
     pick = random.Random(int(rng.integers(1 << 30)))
-    queries, rows = [], []
+    queries, rows, grids = [], [], []
     for row in rng.permutation(len(real)):
         if len(rows) == count:
             break
@@ -91,9 +97,11 @@ def planted_queries(real: IndexData, designs: Path, engine, features, count: int
         edit = pick.choice(sorted(EDITS))
         upload = io.BytesIO()
         EDITS[edit](image, pick).save(upload, "PNG")
-        queries.append(engine.networks.embed(engine.decode_query(upload.getvalue()).image, features))
+        picture = engine.decode_query(upload.getvalue()).image
+        queries.append(engine.networks.embed(picture, features))
         rows.append(int(row))
-    return queries, rows
+        grids.append(thumbprint.grid(picture))
+    return queries, rows, grids
 
 
 def new_designs(real: IndexData, features, count: int, rng) -> list[dict]:
@@ -144,6 +152,29 @@ def rescored(snapshot, fused_queries: np.ndarray, probes: int | None) -> np.ndar
     return np.array(best)
 
 
+def thumbprint_lookups(snapshot, grids: list[np.ndarray], originals: list[int]) -> dict:
+    """Twins of the planted copies' thumbprints by a scan of every row against the snapshot's
+    own way (its coded index's candidates, where it has one): times, how many of the
+    scan's twins it finds (it keeps the TWIN_CANDIDATES nearest), and whether the copy's
+    original is among them, as it is among the scan's."""
+    whole, own, found, twins, originals_found = [], [], 0, 0, [0, 0]
+    for grid, original in zip(grids, originals):
+        started = time.perf_counter()
+        every = twin_checks(grid, snapshot.thumbprints)
+        whole.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        mine = twin_checks(grid, snapshot.thumbprints, rows=snapshot.thumbprint_candidates(grid))
+        own.append(time.perf_counter() - started)
+        twins, found = twins + len(every), found + len(every.keys() & mine.keys())
+        originals_found[0] += original in mine
+        originals_found[1] += original in every
+    return {"thumbprint_index": "8-bit codes" if snapshot.thumbprint_index is not None else "scanned whole",
+            "thumbprint_scan_p50_ms": round(1000 * float(np.median(whole)), 1),
+            "thumbprint_lookup_p50_ms": round(1000 * float(np.median(own)), 1),
+            "thumbprint_twins_found": f"{found} of {twins}",
+            "planted_original_a_twin": f"{originals_found[0]} (scan: {originals_found[1]}) of {len(grids)}"}
+
+
 def overlap(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / TOP for f, t in zip(found, truth)]))
 
@@ -170,7 +201,7 @@ def main() -> None:
     dim = sum(real.vectors[n].shape[1] for n in features)
     if args.exact_up_to is not None:
         neighbours.EXACT_SCAN_VALUES = args.exact_up_to * dim
-    planted, originals = planted_queries(real, args.designs, engine, features, args.planted, rng)
+    planted, originals, grids = planted_queries(real, args.designs, engine, features, args.planted, rng)
     others = new_designs(real, features, args.planted, rng)
     engine.close()
     del engine
@@ -213,6 +244,7 @@ def main() -> None:
         "planted_recall_at_10": round(float(planted_engine), 4),
         "planted_recall_at_10_exact": round(float(planted_exact), 4),
         "queries": len(queries), "planted": len(planted),
+        **(thumbprint_lookups(snapshot, grids, originals) if snapshot.thumbprints is not None else {}),
         "nearest_real_cosine_median": dict(zip(("real", "made_up"), (
             round(c, 3) for c in nearest_real(data, real_count, features, weights, rng)))),
     }

@@ -7,6 +7,7 @@ from engine import Engine
 from engine.index import neighbours
 from features import l2_normalize
 from features.hsv import HsvHistogram
+from features.thumbprint import ThumbprintFeatures
 from conftest import encode
 from fakes import CountingExtractor
 
@@ -37,10 +38,16 @@ def test_search_and_duplicate_groups_on_an_index_past_the_exact_size(cfg, collec
     monkeypatch.setattr(neighbours, "EXACT_SCAN_VALUES", 1)  # the 13 designs count as a very large library
     collection["copy_of_05.png"] = collection["design_05.png"].resize((160, 160))
     collection["copy_of_05.png"].save(cfg.images / "copy_of_05.png")
-    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram()})
+    engine = Engine(cfg, extractors={"resnet": CountingExtractor(), "hsv": HsvHistogram(),
+                                     "thumbprint": ThumbprintFeatures()})
     engine.reindex()
+    snapshot = engine.snapshot
     with pytest.raises(TypeError):
-        engine.snapshot.index.vectors()  # the coded index is the one in use
+        snapshot.index.vectors()  # the coded index is the one in use
+    # Thumbprints too are looked up in a coded index, and a resized copy's twin is among them.
+    grid = snapshot.data.vectors["thumbprint"][snapshot.row_of["copy_of_05.png"]]
+    candidates = snapshot.thumbprint_candidates(grid)
+    assert candidates is not None and snapshot.row_of["design_05.png"] in candidates
     results = engine.search_bytes(encode(collection["design_05.png"]), top_k=3)
     assert results[0].path == "design_05.png" and results[0].verdict == "exact"
     assert results[0].score == pytest.approx(1.0, abs=1e-5)  # scored from the stored vectors, not the codes

@@ -11,13 +11,16 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.index.neighbours import BLOCK, VectorIndex, exact_vectors, search_vectors
+from engine.index.neighbours import BLOCK, VectorIndex, exact_up_to, exact_vectors, search_vectors
 from engine.index.store import IndexData
 from engine.match.localindex import LocalIndex
 from engine.match.verdict import BUILT_IN, UNCALIBRATED_SCORES, Thresholds
 from features import registry, thumbprint
 from features.fusion import fuse, normalize_weights
 
+# Thumbprints a query compares itself with, per view, in a library past a whole scan: twins
+# correlate >= 0.97 (engine/match/verify.py), far nearer than any other design.
+TWIN_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Snapshot:
     region_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # image row of each region
     thumbprints: np.ndarray | None = None  # unit content thumbprints, zero rows where missing
     inks: np.ndarray | None = None  # how much ink each thumbprint holds (thumbprint.ink)
+    thumbprint_index: VectorIndex | None = None  # of the thumbprints, where too many to scan whole
     thresholds: Thresholds = BUILT_IN  # of the verdict rules: calibrated on this collection, or built in
 
     @property
@@ -59,6 +63,15 @@ class Snapshot:
         for region, parent in enumerate(self.region_parent):
             by_parent.setdefault(int(parent), []).append(region)
         return by_parent
+
+    def thumbprint_candidates(self, grid: np.ndarray) -> list[int] | None:
+        """Rows whose thumbprints may be twins of `grid`'s, as is or mirrored: None (every
+        row) while they are scanned whole, else the nearest in their coded index."""
+        if self.thumbprint_index is None:
+            return None
+        views = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
+        _, rows = self.thumbprint_index.search(views, TWIN_CANDIDATES)
+        return sorted({int(r) for r in rows.ravel() if r >= 0})
 
     def fused_rows(self) -> np.ndarray:
         """Every row's fused vector: the search index's own where it keeps them whole, else fused
@@ -111,8 +124,16 @@ def _thumbprints(data: IndexData) -> dict[str, np.ndarray]:
     """Unit thumbprints (zero rows where missing) and each one's ink, where stored."""
     if "thumbprint" not in data.vectors:
         return {}
-    grids = data.vectors["thumbprint"]
-    return {"thumbprints": thumbprint.units(grids) * data.present["thumbprint"][:, None], "inks": thumbprint.ink(grids)}
+    grids, present = data.vectors["thumbprint"], data.present["thumbprint"]
+    units, inks = np.empty(grids.shape, np.float32), np.empty(len(grids), np.float32)
+    for start in range(0, len(grids), BLOCK):  # block by block: no float temporaries of them all
+        block = slice(start, start + BLOCK)
+        units[block] = thumbprint.units(grids[block]) * present[block, None]
+        inks[block] = thumbprint.ink(grids[block])
+    found = {"thumbprints": units, "inks": inks}
+    if len(units) > exact_up_to(units.shape[1]):  # a query's scan of them all would outlast its search
+        found["thumbprint_index"] = search_vectors(units.shape[1], len(units), lambda which: units[which])
+    return found
 
 
 def _region_parents(data: IndexData) -> np.ndarray:

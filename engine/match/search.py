@@ -113,8 +113,9 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
                                          region=True)
     if snapshot.thumbprints is not None:
         colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
-        twins = twin_checks(thumbprint.grid(image), snapshot.thumbprints, colours, query.get("hsv"),
-                            inks=snapshot.inks)
+        grid = thumbprint.grid(image)
+        twins = twin_checks(grid, snapshot.thumbprints, colours, query.get("hsv"),
+                            rows=snapshot.thumbprint_candidates(grid), inks=snapshot.inks)
         checks = with_twins(checks, twins)
     return checks
 
