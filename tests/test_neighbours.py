@@ -15,7 +15,8 @@ from fakes import CountingExtractor
 def clustered(n: int, dim: int, rng) -> np.ndarray:
     """Unit rows around a few hundred centres: neighbours that mean something."""
     centres = l2_normalize(rng.standard_normal((300, dim), dtype=np.float32))
-    return l2_normalize(centres[rng.integers(0, 300, n)] + 0.3 * l2_normalize(rng.standard_normal((n, dim), dtype=np.float32)))
+    spread = l2_normalize(rng.standard_normal((n, dim), dtype=np.float32))
+    return l2_normalize(centres[rng.integers(0, 300, n)] + 0.3 * spread)
 
 
 def test_a_large_index_keeps_codes_and_finds_what_exact_search_finds():

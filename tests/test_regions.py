@@ -1,7 +1,9 @@
 """Regions: a single design finds the sheet it sits on, with its box, one result per sheet."""
+import pytest
 from PIL import Image, ImageOps
 
 from engine import Engine
+from engine.index import neighbours
 from features.regions import MAX_REGIONS, propose
 from features.hsv import HsvHistogram
 from conftest import encode, make_design
@@ -35,12 +37,21 @@ def test_proposals_find_separate_designs_and_skip_single_ones():
     assert propose(single) == []
 
 
-def test_design_on_a_sheet_is_found_with_its_box(cfg, collection):
+@pytest.mark.parametrize("library", ["scanned whole", "past a whole scan's size"])
+def test_design_on_a_sheet_is_found_with_its_box(cfg, collection, library, monkeypatch):
+    if library != "scanned whole":  # images and regions searched through their coded indexes
+        monkeypatch.setattr(neighbours, "EXACT_SCAN_VALUES", 1)
     sheet, boxes = sheet_of([301, 302, 303, 304])
     sheet.save(cfg.images / "sheet.png")
     clip, resnet = CountingExtractor("clip"), CountingExtractor("resnet")
     engine = Engine(cfg, extractors={"clip": clip, "resnet": resnet, "hsv": HsvHistogram()})
     engine.reindex()
+    try:
+        engine.snapshot.region_index.vectors()
+        coded = False
+    except TypeError:  # an index of codes keeps no vectors
+        coded = True
+    assert coded == (library != "scanned whole")
     sheet_sha = next(e.sha256 for e in engine.snapshot.data.entries if e.path == "sheet.png")
     regions = engine.snapshot.data.regions.parents.count(sheet_sha)
     assert 4 <= regions <= MAX_REGIONS

@@ -56,7 +56,8 @@ class _FaissVectors:
         return self._index.ntotal
 
     def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=_probing(self._index, probes))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return self._index.search(queries, k, params=_probing(self._index, probes))
 
     def vectors(self) -> np.ndarray:
         if not self._keeps_vectors:

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.index.neighbours import BLOCK, VectorIndex, exact_up_to, exact_vectors, search_vectors
+from engine.index.neighbours import BLOCK, VectorIndex, exact_up_to, search_vectors
 from engine.index.store import IndexData
 from engine.match.localindex import LocalIndex
 from engine.match.verdict import BUILT_IN, UNCALIBRATED_SCORES, Thresholds
@@ -152,7 +152,9 @@ def _region_index(data: IndexData, features, weights) -> tuple[VectorIndex | Non
         return None, {}
     shares = normalize_weights(weights, names)
     dim = sum(vectors[n].shape[1] for n in names)
-    return exact_vectors(dim, [fuse({n: vectors[n] for n in names}, shares)]), shares
+    # Scored again from the stored vectors by the search (search._region_hits), as the images are.
+    index = search_vectors(dim, len(data.regions), lambda which: fuse({n: vectors[n][which] for n in names}, shares))
+    return index, shares
 
 
 def cosines(snapshot: Snapshot, query: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
