@@ -175,6 +175,15 @@ def thumbprint_lookups(snapshot, grids: list[np.ndarray], originals: list[int]) 
             "planted_original_a_twin": f"{originals_found[0]} (scan: {originals_found[1]}) of {len(grids)}"}
 
 
+def coded(index) -> bool:
+    """Whether the snapshot chose 8-bit codes for this index (they keep no vectors)."""
+    try:
+        index.vectors()
+    except TypeError:
+        return True
+    return False
+
+
 def overlap(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / TOP for f, t in zip(found, truth)]))
 
@@ -224,7 +233,7 @@ def main() -> None:
         engine_top.append([snapshot.row_of[r.path] for r in results])
     planted_engine = np.mean([row in top for row, top in zip(originals, engine_top)])
     planted_exact = np.mean([row in top for row, top in zip(originals, truth)])
-    approximate = len(data) > neighbours.exact_up_to(dim)
+    approximate = coded(snapshot.index)
     shipped = neighbours.SEARCH_PROBES if approximate else None
     recalls, raw = {}, {}
     for probes in sorted({shipped, *(int(p) for p in args.probes.split(",") if p)}) if approximate else [None]:

@@ -67,13 +67,6 @@ class EfficientNetLite0Extractor(NetworkExtractor):
     description = DESCRIPTION
 
     def _build(self):
-        try:
-            return self._build_checked()
-        except WeightsRefused as refused:
-            refused.feature = self.name
-            raise
-
-    def _build_checked(self):
         import timm
         import torch
 

@@ -30,7 +30,7 @@ class NetworkRefused(ValueError):
     package, or the code that prepares its pictures, changed): its feature is switched
     off rather than filled with vectors unlike the ones it was measured with."""
 
-    feature = ""  # the feature it fills, set by the extractor that refused
+    feature = ""  # the feature it fills, set where the extractor builds its model
 
 
 class LazyModel:
@@ -92,8 +92,21 @@ class NetworkExtractor(KeptBetweenStarts, ChoosesPrecision):
         self._calibration_id = calibration_id
         self._choice: precision.Choice | None = None
         self._ready = ready if device == "cpu" else None  # a GPU's load is the weights file's read
-        self._model = LazyModel(self._load)
-        self._cpu_model = LazyModel(lambda: self._fp32(self._build()))  # the last resort on a full GPU
+        self._model = LazyModel(self._naming_refusals(self._load))
+        # The last resort on a full GPU.
+        self._cpu_model = LazyModel(self._naming_refusals(lambda: self._fp32(self._build())))
+
+    def _naming_refusals(self, build: Callable[[], object]) -> Callable[[], object]:
+        """`build`, its NetworkRefused naming this extractor's feature: whoever built it (an
+        index run, a query, the warm-up) switches the feature off by that name."""
+        def named():
+            try:
+                return build()
+            except NetworkRefused as refused:
+                refused.feature = self.name
+                raise
+
+        return named
 
     def fingerprint(self) -> str:
         base = f"{self.architecture}:{self.digest[:16]}:{self.preprocess}"

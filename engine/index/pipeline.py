@@ -94,8 +94,7 @@ class Indexer:
         # Files handed to the networks at a time.  A GPU gets its own batches' worth: fed 32 at
         # a time its time went in launching kernels, and the designs' pipeline ran at 64% of
         # what its workers could prepare, against 84% at 128 (docs/benchmarks.md, Devices).
-        self.batch_size = max([config.batch_size] + [getattr(e, "batch_size", 0) for e in self.extractors.values()
-                                                     if getattr(e, "device", "cpu") != "cpu"])
+        self.batch_size = max([config.batch_size] + [getattr(e, "batch_size", 0) for e in _on_gpus(self.extractors)])
         self.gpu_jpeg: GpuJpegDecoder | None = None  # set for the length of a run on a GPU
 
     def run(self, previous: IndexData, progress: ProgressFn | None = None) -> tuple[IndexData, IndexReport]:
@@ -110,8 +109,7 @@ class Indexer:
         if progress:
             progress(0, len(work), "")  # the size of the run is known before its first batch
         prepared_files, in_processes = worker_processes.stage(self, len(work))
-        on_gpu = _network_gpu(self.extractors) is not None
-        with self._jpeg_decoder(bool(work) and not in_processes), torch_on_one_thread(on_gpu):
+        with self._jpeg_decoder(bool(work) and not in_processes), torch_on_one_thread(bool(_on_gpus(self.extractors))):
             done = self._extract(prepared_files(work), len(work), state, report, progress)
         if progress:
             progress(done, len(work), "")
@@ -247,8 +245,13 @@ def _thumbnail(config: Config, file: FileInfo, sha256: str, image: Image.Image) 
         log.warning("No thumbnail for %s: %s", file.path, exc)
 
 
+def _on_gpus(extractors: Mapping[str, Extractor]) -> list[Extractor]:
+    """The extractors that run on a GPU (the networks, where torch sees one)."""
+    return [e for e in extractors.values() if getattr(e, "device", "cpu") != "cpu"]
+
+
 def _network_gpu(extractors: Mapping[str, Extractor]) -> str | None:
-    return next(iter({getattr(e, "device", "cpu") for e in extractors.values()} - {"cpu"}), None)
+    return next((e.device for e in _on_gpus(extractors)), None)
 
 
 def _present(names: tuple[str, ...], extractors: Mapping[str, Extractor]) -> tuple[str, ...]:
