@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from engine import StoreError
 from engine.config import Config, from_environment, parse_weights
 from features.device import DeviceUnavailable
 
@@ -38,16 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         for name in NOISY_LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    config = from_environment().with_overrides(
-        images=_path(getattr(args, "images", None)), cache=_path(getattr(args, "cache", None)),
-        models=_path(getattr(args, "models", None)), device=getattr(args, "device", None),
-        host=getattr(args, "host", None), port=getattr(args, "port", None),
-    )
+    try:
+        config = from_environment().with_overrides(
+            images=_path(getattr(args, "images", None)), cache=_path(getattr(args, "cache", None)),
+            models=_path(getattr(args, "models", None)), device=getattr(args, "device", None),
+            host=getattr(args, "host", None), port=getattr(args, "port", None),
+            store=getattr(args, "store", None), milvus_uri=getattr(args, "milvus_uri", None),
+        )
+    except ValueError as exc:  # a LOOKALIKE_* variable that does not parse
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.handler(config, args)
     except DeviceUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:
+        print(f"error: the vector store cannot answer: {exc}", file=sys.stderr)
+        return 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--images", default=argparse.SUPPRESS, help="folder of design images (default static/images)")
     common.add_argument("--cache", default=argparse.SUPPRESS, help="folder for the index and secrets (default cache)")
     common.add_argument("--models", default=argparse.SUPPRESS, help="folder of model weights (default CACHE/models)")
+    common.add_argument("--store", default=argparse.SUPPRESS, choices=("faiss", "milvus"),
+                        help="where searches find neighbours (default faiss, in this process)")
+    common.add_argument("--milvus-uri", default=argparse.SUPPRESS, metavar="URI",
+                        help="Milvus Lite file (*.db, default CACHE/milvus.db) or http://host:19530")
     common.add_argument("--device", default=argparse.SUPPRESS, choices=("auto", "cpu", "cuda"),
                         help="where the networks run (default auto: a CUDA GPU when torch sees one)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +155,8 @@ def cmd_index(config: Config, args: argparse.Namespace) -> int:
     engine = Engine(config)
     with _progress_bar(engine, quiet=args.json):
         report = engine.reindex()
+        if engine.store is not None:  # bring the store's collections up to date now, not at the first search
+            engine.snapshot
     summary = report.as_dict()
     if args.json:
         print(json.dumps(summary))

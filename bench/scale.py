@@ -25,8 +25,11 @@ search does (a scan of every row, or past that size the candidates of their code
 timed apart: the engine's search above is given vectors, not pictures.  Local features
 are not in the made-up rows (docs/benchmarks.md, Scale).
 
+With `--store milvus` the snapshot's lookups go to Milvus instead (engine/index/milvus.py):
+build is then the seconds to send every row to its collections, and the searches ask it.
+
     python bench/scale.py --images N --cache CACHE --designs DIR [--planted 200] [--probes 8,16,64]
-                          [--exact-up-to ROWS] [--json]
+                          [--exact-up-to ROWS] [--store milvus [--milvus-uri URI]] [--json]
 
 CACHE holds the real index (cache/index.npz) of the designs in DIR.
 """
@@ -38,7 +41,9 @@ import json
 import random
 import resource
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +173,8 @@ def thumbprint_lookups(snapshot, grids: list[np.ndarray], originals: list[int]) 
         twins, found = twins + len(every), found + len(every.keys() & mine.keys())
         originals_found[0] += original in mine
         originals_found[1] += original in every
-    return {"thumbprint_index": "8-bit codes" if snapshot.thumbprint_index is not None else "scanned whole",
+    kind = "in the store" if snapshot.in_store else "8-bit codes"
+    return {"thumbprint_index": kind if snapshot.thumbprint_index is not None else "scanned whole",
             "thumbprint_scan_p50_ms": round(1000 * float(np.median(whole)), 1),
             "thumbprint_lookup_p50_ms": round(1000 * float(np.median(own)), 1),
             "thumbprint_twins_found": f"{found} of {twins}",
@@ -198,6 +204,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--exact-up-to", type=int, help="rows up to which the search index is exact "
                         "(to measure the choice; default: neighbours.exact_up_to of the fused vectors' size)")
+    parser.add_argument("--store", choices=("faiss", "milvus"), default="faiss")
+    parser.add_argument("--milvus-uri", help="a Milvus server (default: Milvus Lite in a temporary folder)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from engine import Engine
@@ -218,8 +226,9 @@ def main() -> None:
     real_count = len(real)
     del real
 
+    milvus = milvus_store(args.milvus_uri) if args.store == "milvus" else None
     started = time.perf_counter()
-    snapshot = build_snapshot(data, features, weights)
+    snapshot = build_snapshot(data, features, weights, store=milvus)
     build_s = time.perf_counter() - started
     queries = planted + others
     fused_queries = np.concatenate([fuse({n: q[n].reshape(1, -1) for n in features}, weights) for q in queries])
@@ -233,7 +242,7 @@ def main() -> None:
         engine_top.append([snapshot.row_of[r.path] for r in results])
     planted_engine = np.mean([row in top for row, top in zip(originals, engine_top)])
     planted_exact = np.mean([row in top for row, top in zip(originals, truth)])
-    approximate = coded(snapshot.index)
+    approximate = coded(snapshot.index) and not snapshot.in_store
     shipped = neighbours.SEARCH_PROBES if approximate else None
     recalls, raw = {}, {}
     for probes in sorted({shipped, *(int(p) for p in args.probes.split(",") if p)}) if approximate else [None]:
@@ -243,7 +252,7 @@ def main() -> None:
         recalls[key] = overlap(rescored(snapshot, fused_queries, probes), truth)
     figures = {
         "images": len(data), "features": list(features), "dim": dim,
-        "index": "ivf-sq8" if approximate else "exact", "probes": shipped, "build_s": round(build_s, 1),
+        "index": index_kind(snapshot, milvus, approximate), "probes": shipped, "build_s": round(build_s, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "search_p50_ms": round(1000 * float(np.percentile(seconds, 50)), 1),
         "search_p95_ms": round(1000 * float(np.percentile(seconds, 95)), 1),
@@ -257,10 +266,31 @@ def main() -> None:
         "nearest_real_cosine_median": dict(zip(("real", "made_up"), (
             round(c, 3) for c in nearest_real(data, real_count, features, weights, rng)))),
     }
+    if milvus is not None:
+        for name in ("fused", "thumbprints"):  # a server keeps them: a bench's are its own to drop
+            milvus._request("drop_collection", f"{milvus.prefix}_{name}")
+        milvus.close()
     for key, value in figures.items():
         print(f"{key}: {value}")
     if args.json:
         print(json.dumps(figures))
+
+
+def milvus_store(uri: str | None):
+    """A store of collections of their own: in Milvus Lite in a temporary folder, or on `uri`."""
+    from engine.index.milvus import MilvusStore
+
+    uri = uri or str(Path(tempfile.mkdtemp(prefix="lookalike-scale-")) / "scale.db")
+    name = f"scale_{uuid.uuid4().hex[:8]}"
+    return MilvusStore(uri, name, name, timeout_s=600)
+
+
+def index_kind(snapshot, milvus, approximate: bool) -> str:
+    if milvus is not None:
+        from engine.index.milvus import index_kind as kind_on
+
+        return f"milvus {kind_on(milvus.uri, False, snapshot.size)['index_type']} ({milvus.uri})"
+    return "ivf-sq8" if approximate else "exact"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ _EXPORTS = {
     "Config": "engine.config", "from_environment": "engine.config", "parse_weights": "engine.config",
     "ReindexRunning": "engine.index.job", "ReindexProgress": "engine.index.job",
     "CollectionUnavailable": "engine.index.pipeline", "IndexReport": "engine.index.pipeline",
-    "CorruptIndex": "engine.index.store",
+    "CorruptIndex": "engine.index.store", "StoreError": "engine.index.milvus",
     "UnreadableImage": "engine.images.decode", "Added": "engine.images.uploads",
     "SearchResult": "engine.match.search", "Group": "engine.match.duplicates",
     "CalibrationRunning": "engine.match.calibration_job", "TooSmall": "engine.match.calibration",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
@@ -9,6 +10,7 @@ from typing import Mapping
 from features import DEFAULT_WEIGHTS
 
 ENV_PREFIX = "LOOKALIKE_"
+COLLECTION_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,19 @@ class Config:
     # The reverse proxy's address: only requests from it are counted against the address
     # it forwards (X-Forwarded-For); everyone else is counted by their own.
     trusted_proxy: str | None = None
+    # Where searches find neighbours: 'faiss' (in this process) or 'milvus' (docs/deploy-milvus.md).
+    store: str = "faiss"
+    # Milvus: a path ending in .db runs Milvus Lite in this process (default <cache>/milvus.db);
+    # http://host:19530 is a Milvus server.
+    milvus_uri: str | None = None
+    # Prefix of this instance's Milvus collections: instances sharing one Milvus each need their own.
+    collection: str = "lookalike"
 
     def __post_init__(self) -> None:
+        if self.store not in ("faiss", "milvus"):
+            raise ValueError(f"store {self.store!r}: choose faiss or milvus")
+        if not COLLECTION_PREFIX.fullmatch(self.collection):  # Milvus's rule for collection names
+            raise ValueError(f"collection prefix {self.collection!r}: letters, digits and _, not starting with a digit")
         # Absolute once, here: nothing downstream may depend on the working directory
         # (Flask resolves a relative file against its package folder, for one).
         for name in ("images", "cache", "models"):
@@ -70,6 +83,12 @@ class Config:
     def ready_networks_dir(self) -> Path:
         """Networks made ready to run, kept between starts (features/ready.py)."""
         return self.cache / "networks"
+
+    @property
+    def milvus_address(self) -> str:
+        """The Milvus URI, a Lite file made absolute like the other paths."""
+        uri = self.milvus_uri or str(self.cache / "milvus.db")
+        return uri if "://" in uri else str(Path(uri).expanduser().absolute())
 
     @property
     def thumbs_dir(self) -> Path:
@@ -108,7 +127,8 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Config:
         ("IMAGES", Path), ("CACHE", Path), ("MODELS", Path), ("HOST", str), ("PORT", int), ("TOP_K", int),
         ("MAX_UPLOAD_MB", int), ("UPLOAD_MAX_PIXELS", int), ("QUERY_MAX_PIXELS", int), ("INDEX_MAX_PIXELS", int),
         ("TRUSTED_PROXY", str), ("RESCAN_MINUTES", float), ("DEVICE", str), ("WORKER_PROCESSES", str),
-        ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int),
+        ("THREADS", int), ("BATCH_SIZE", int), ("CHECKPOINT_EVERY", int), ("STORE", str), ("MILVUS_URI", str),
+        ("COLLECTION", str),
     ):
         if get(name):
             values[name.lower()] = convert(get(name))

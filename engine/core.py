@@ -19,6 +19,7 @@ from engine.config import Config
 from engine.images.decode import Decoded, decode
 from engine.images.files import CollectionFiles
 from engine.index.job import ReindexJob, ReindexProgress
+from engine.index.milvus import open_store
 from engine.index.pipeline import IndexReport
 from engine.index.published import PublishedIndex
 from engine.index.snapshot import Snapshot, fused_features
@@ -53,8 +54,9 @@ class Engine:
         self.config = config
         quiet_helper_pools()
         self.networks = Networks(config, extractors)
+        self.store = open_store(config)
         self.index = PublishedIndex(config.index_file, lambda: self.networks.fused, config.weights,
-                                    lambda snapshot: self.calibration.thresholds(snapshot))
+                                    lambda snapshot: self.calibration.thresholds(snapshot), self.store)
         self.job = ReindexJob(config, self.networks, self.index)
         self.report = DuplicateReport(config.thumbs_dir)
         self._decoder = ThreadPoolExecutor(max_workers=max(1, config.decode_slots), thread_name_prefix="lookalike-decode")
@@ -82,6 +84,7 @@ class Engine:
             "networks_loading": self.networks.loading, "collection_problem": self.job.collection_problem,
             "device": self.networks.device, "shape_network": self.networks.shape_network,
             "verdicts": self.calibration.note(data, features), "calibration": self.calibration.progress.as_dict(),
+            "store": self.store.describe() if self.store else {"kind": "faiss", "problem": None},
         }
 
     def decode_query(self, data: bytes) -> Decoded:
@@ -188,3 +191,5 @@ class Engine:
         self.report.close(timeout)
         self.networks.close(timeout)
         self._decoder.shutdown(wait=True, cancel_futures=True)
+        if self.store is not None:
+            self.store.close()

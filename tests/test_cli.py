@@ -9,10 +9,10 @@ import pytest
 from conftest import ROOT, encode
 
 
-def run(*args, env_extra=None):
+def run(*args, env_extra=None, cwd=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, str(ROOT / "image.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 
 
 @pytest.fixture

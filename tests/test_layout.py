@@ -25,7 +25,7 @@ def imported_modules(package: str) -> dict[str, set[str]]:
 def test_the_web_layer_uses_only_the_engines_front_door():
     reaching_in = {module: sorted(n for n in names if n.startswith("engine.") and n.split(".")[1] not in
                                   ("Engine", "Config", "ReindexRunning", "TextSearchUnavailable", "UnreadableImage",
-                                   "parse_weights", "atomic_write", "CalibrationRunning"))
+                                   "parse_weights", "atomic_write", "CalibrationRunning", "StoreError"))
                    for module, names in imported_modules("web").items()}
     assert {m: n for m, n in reaching_in.items() if n} == {}
     assert not any(n.startswith("features") for names in imported_modules("web").values() for n in names)

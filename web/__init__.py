@@ -6,7 +6,7 @@ from pathlib import Path
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine import Config, Engine
+from engine import Config, Engine, StoreError
 from web import api, auth, current, pages
 from web.passwords import PasswordChecker
 from web.secret import load_or_create_secret
@@ -48,6 +48,7 @@ def create_app(config: Config, engine=None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _json_error)
+    app.register_error_handler(StoreError, _store_error)
     app.register_error_handler(Exception, _internal_error)
     return app
 
@@ -74,6 +75,13 @@ def _internal_error(error: Exception):
     current_app.logger.exception("Unhandled error")
     response = jsonify(error="internal error; the server log says more")
     response.status_code = 500
+    return response
+
+
+def _store_error(error: StoreError):
+    """Milvus down or refusing: the request cannot be answered now, and says why."""
+    response = jsonify(error=f"the vector store cannot answer: {error}")
+    response.status_code = 503
     return response
 
 

@@ -103,7 +103,7 @@ def reindex_progress():
 @bp.get("/health")
 def health():
     status = engine().status()
-    status["status"] = "degraded" if status["features_off"] else "ok"
+    status["status"] = "degraded" if status["features_off"] or status["store"]["problem"] else "ok"
     return jsonify(status)
 
 

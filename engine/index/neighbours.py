@@ -3,9 +3,9 @@
 Searches, duplicate groups and the snapshot ask for neighbours through these
 two small interfaces: `VectorIndex` (unit float vectors, inner product: the
 fused vectors, the regions' and the thumbprints) and `CodeIndex` (binary codes,
-Hamming distance: the local-feature descriptors).  FAISS is the one
-implementation today; another engine implements the same few methods and is
-chosen in the factories at the bottom, without touching the callers.
+Hamming distance: the local-feature descriptors).  FAISS in this process is
+the default, built by the factories at the bottom; a `NeighbourStore` (Milvus:
+engine/index/milvus.py) answers the same interfaces from its own collections.
 """
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ EXACT_SCAN_VALUES = 256_000_000
 SEARCH_PROBES = 32
 # Rows fused and added at a time: never a full fused copy of the index at once.
 BLOCK = 8192
+# Binary codes (ORB descriptors): below EXACT_CODES_BELOW an exact scan is as fast as an
+# inverted file's and needs no training; beyond, lists of about CODES_PER_LIST codes keep a
+# point's scan short, k-means on CODE_TRAIN_PER_LIST codes per list is plenty for coarse
+# buckets (and keeps start-up short), and CODE_PROBES lists are scanned per point unless
+# the caller asks otherwise (engine/match/localindex.py).
+EXACT_CODES_BELOW = 50_000
+CODES_PER_LIST = 640
+MAX_CODE_LISTS = 2048
+CODE_TRAIN_PER_LIST = 30
+CODE_PROBES = 12
 
 
 class VectorIndex(Protocol):
@@ -37,6 +47,9 @@ class VectorIndex(Protocol):
         """(scores, rows) of each query's k best rows by inner product, best first; -1 past the end.
         `probes`: lists scanned per query where the index has lists (default: its own)."""
 
+    def above(self, queries: np.ndarray, min_score: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search`, but only rows scoring more than `min_score`: a range query."""
+
     def vectors(self) -> np.ndarray:
         """The stored rows, as a (len, dim) float32 view where the index keeps them whole."""
 
@@ -45,6 +58,19 @@ class CodeIndex(Protocol):
     def search(self, codes: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(Hamming distances, ids) of each code's k nearest stored codes; -1 past the end.
         `probes`: lists scanned per code where the index has lists (default: its own)."""
+
+
+class NeighbourStore(Protocol):
+    """Collections kept outside this process, brought up to date with the index's rows."""
+
+    def vectors(self, name: str, dim: int, keys: np.ndarray, rows: Callable, signature: str,
+                present: np.ndarray | None = None) -> VectorIndex:
+        """Row i is `rows` of i, keyed keys[i] (its identity), left out where not `present`;
+        `signature` names what the vectors are made of.  Searches answer row numbers."""
+
+    def codes(self, name: str, keys: np.ndarray, counts: np.ndarray, codes: np.ndarray,
+              signature: str) -> CodeIndex:
+        """Owner i (keyed keys[i]) holds the next counts[i] codes.  Searches answer positions."""
 
 
 class _FaissVectors:
@@ -58,6 +84,18 @@ class _FaissVectors:
     def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         return self._index.search(queries, k, params=_probing(self._index, probes))
+
+    def above(self, queries: np.ndarray, min_score: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        # FAISS keeps scores >= its radius; "more than" as Milvus's range search means.
+        limits, found_scores, found_rows = self._index.range_search(queries, np.nextafter(np.float32(min_score), 2))
+        for i in range(len(queries)):
+            these = slice(limits[i], limits[i + 1])
+            best = np.argsort(-found_scores[these], kind="stable")[:k]
+            scores[i, :len(best)], rows[i, :len(best)] = found_scores[these][best], found_rows[these][best]
+        return scores, rows
 
     def vectors(self) -> np.ndarray:
         if not self._keeps_vectors:
@@ -129,6 +167,47 @@ def library_vectors(vectors: np.ndarray) -> VectorIndex:
     index.nprobe = VECTOR_PROBES
     index.add(vectors)
     return _FaissVectors(index, keeps_vectors=False)
+
+
+class _PresentRows:
+    """An index of some rows only, answering the rows' own numbers."""
+
+    def __init__(self, index: VectorIndex, rows: np.ndarray) -> None:
+        self._index, self._rows = index, rows
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        scores, at = self._index.search(queries, k, probes)
+        return scores, np.where(at >= 0, self._rows[np.maximum(at, 0)], -1)
+
+    def above(self, queries: np.ndarray, min_score: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, at = self._index.above(queries, min_score, k)
+        return scores, np.where(at >= 0, self._rows[np.maximum(at, 0)], -1)
+
+    def vectors(self) -> np.ndarray:
+        raise TypeError("this index keeps some rows only")
+
+
+class FaissStore:
+    """The NeighbourStore of this process: indexes built from the rows at each snapshot,
+    gone with it (so keys and signatures, which name rows kept elsewhere, are not needed)."""
+
+    def vectors(self, name: str, dim: int, keys: np.ndarray, rows: Callable, signature: str,
+                present: np.ndarray | None = None) -> VectorIndex:
+        if present is None or present.all():
+            return search_vectors(dim, len(keys), rows)
+        kept = np.flatnonzero(present)
+        return _PresentRows(search_vectors(dim, len(kept), lambda which: rows(kept[which])), kept)
+
+    def codes(self, name: str, keys: np.ndarray, counts: np.ndarray, codes: np.ndarray,
+              signature: str) -> CodeIndex:
+        lists = int(min(MAX_CODE_LISTS, max(1, len(codes) // CODES_PER_LIST)))
+        return binary_codes(codes, EXACT_CODES_BELOW, lists, CODE_TRAIN_PER_LIST, CODE_PROBES)
+
+
+IN_PROCESS = FaissStore()
 
 
 def binary_codes(codes: np.ndarray, exact_up_to: int, lists: int, train_per_list: int, probes: int) -> CodeIndex:

@@ -6,22 +6,30 @@ when a reindex saves new data, so a search never sees half an index.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 from engine.index import store
+from engine.index.milvus import StoreError
+from engine.index.neighbours import NeighbourStore
 from engine.index.snapshot import Snapshot, build_snapshot
 from engine.index.store import IndexData
 from engine.match.verdict import BUILT_IN, Thresholds
 
+log = logging.getLogger(__name__)
+
 
 class PublishedIndex:
     def __init__(self, index_file: Path, fused: Callable[[], tuple[str, ...]], weights: Mapping[str, float],
-                 thresholds: Callable[[Snapshot], Thresholds] = lambda snapshot: BUILT_IN) -> None:
+                 thresholds: Callable[[Snapshot], Thresholds] = lambda snapshot: BUILT_IN,
+                 neighbours: NeighbourStore | None = None) -> None:
         """`fused`: the fused features that have an extractor now (they change as weights appear);
-        `thresholds`: the verdicts' thresholds for a snapshot (calibrated for its features, or built in)."""
+        `thresholds`: the verdicts' thresholds for a snapshot (calibrated for its features, or built in);
+        `neighbours`: the store that answers the lookups (Milvus), or None for FAISS here."""
+        self._neighbours = neighbours
         self._fused = fused
         self._weights = weights
         self._thresholds = thresholds
@@ -53,7 +61,12 @@ class PublishedIndex:
                 # An unchanged index keeps its snapshot: rebuilding the local-feature index of
                 # 8,121 designs takes seconds.  One nobody has read yet stays unbuilt.
                 self._data = data
-                self._built = None if current is None else self._build(data)
+                self._built = None
+                if current is not None:
+                    try:
+                        self._built = self._build(data)
+                    except StoreError as exc:  # the data is saved; the next search tries again
+                        log.error("The new index is saved, but its neighbours store is not up to date: %s", exc)
 
     def recalibrated(self) -> None:
         """Take up thresholds calibrated since the snapshot was built (nothing is rebuilt)."""
@@ -62,5 +75,5 @@ class PublishedIndex:
                 self._built = replace(self._built, thresholds=self._thresholds(self._built))
 
     def _build(self, data: IndexData) -> Snapshot:
-        snapshot = build_snapshot(data, self._fused(), self._weights)
+        snapshot = build_snapshot(data, self._fused(), self._weights, store=self._neighbours)
         return replace(snapshot, thresholds=self._thresholds(snapshot))

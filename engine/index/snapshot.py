@@ -5,13 +5,15 @@ search never sees half an index.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
 
 import numpy as np
 
-from engine.index.neighbours import BLOCK, VectorIndex, exact_up_to, search_vectors
+from engine.index.neighbours import IN_PROCESS, BLOCK, NeighbourStore, VectorIndex, exact_up_to, search_vectors
+from engine.index.milvus import key_of
 from engine.index.store import IndexData
 from engine.match.localindex import LocalIndex
 from engine.match.verdict import BUILT_IN, UNCALIBRATED_SCORES, Thresholds
@@ -37,6 +39,7 @@ class Snapshot:
     inks: np.ndarray | None = None  # how much ink each thumbprint holds (thumbprint.ink)
     thumbprint_index: VectorIndex | None = None  # of the thumbprints, where too many to scan whole
     thresholds: Thresholds = BUILT_IN  # of the verdict rules: calibrated on this collection, or built in
+    in_store: bool = False  # the fused, thumbprint and local lookups are a NeighbourStore's (Milvus)
 
     @property
     def size(self) -> int:
@@ -101,27 +104,58 @@ def fused_features(data: IndexData, active: tuple[str, ...], weights: Mapping[st
 
 
 def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[str, float],
-                   thresholds: Thresholds = BUILT_IN) -> Snapshot:
+                   thresholds: Thresholds = BUILT_IN, store: NeighbourStore | None = None) -> Snapshot:
     """Fuse the active features of every row into the search index (exact, or 8-bit codes
-    for a very large library: neighbours.search_vectors)."""
+    for a very large library: neighbours.search_vectors), or bring `store`'s collections up
+    to date with them.  The regions inside sheets are searched in this process either way."""
     features, used = fused_features(data, active, weights)
     dim = sum(data.vectors[n].shape[1] for n in features)
-    index = search_vectors(dim, len(data) if features else 0, lambda which: _fused_block(data, features, used, which))
+    neighbours = IN_PROCESS if store is None else store
+    keys = entry_keys(data) if store is not None else np.zeros(len(data), np.int64)  # FAISS needs none
+    rows = lambda which: _fused_block(data, features, used, which)  # noqa: E731
+    index = neighbours.vectors("fused", dim, keys, rows, _signature(data, features, used)) if features \
+        else search_vectors(dim, 0, rows)
     local = None
     if "orb" in data.vectors:  # regions' points are in their own crop's pixels
-        local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"))
+        owner_keys = np.concatenate([keys, region_keys(data) if store is not None else np.zeros(len(data.regions), np.int64)])
+        local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"),
+                                 neighbours, owner_keys, _fingerprint(data, "orb"))
     region_index, region_weights = _region_index(data, features, used)
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_weights=region_weights,
-                    region_parent=_region_parents(data), thresholds=thresholds, **_thumbprints(data))
+                    region_parent=_region_parents(data), thresholds=thresholds, in_store=store is not None,
+                    **_thumbprints(data, store, keys))
+
+
+def entry_keys(data: IndexData) -> np.ndarray:
+    """Each row's identity in a store: its path and its bytes."""
+    return np.array([key_of(e.path, e.sha256) for e in data.entries], np.int64)
+
+
+def region_keys(data: IndexData) -> np.ndarray:
+    """Each region's identity in a store: the image it is in, and where."""
+    return np.array([key_of("region", sha, *map(repr, box.tolist()))
+                     for sha, box in zip(data.regions.parents, data.regions.boxes)], np.int64)
+
+
+def _signature(data: IndexData, features, weights) -> str:
+    """What a store's fused vectors are made of: the features' fingerprints and weights."""
+    made_of = ";".join(f"{n}={data.fingerprints.get(n, '')}*{weights[n]:.6f}" for n in features)
+    return hashlib.sha256(made_of.encode()).hexdigest()[:16]
+
+
+def _fingerprint(data: IndexData, feature: str) -> str:
+    """A store's signature of one feature's vectors."""
+    return hashlib.sha256(data.fingerprints.get(feature, "").encode()).hexdigest()[:16]
 
 
 def _fused_block(data: IndexData, features, weights, which) -> np.ndarray:
     return fuse({n: data.vectors[n][which] for n in features}, weights)
 
 
-def _thumbprints(data: IndexData) -> dict[str, np.ndarray]:
-    """Unit thumbprints (zero rows where missing) and each one's ink, where stored."""
+def _thumbprints(data: IndexData, store: NeighbourStore | None = None, keys: np.ndarray | None = None) -> dict:
+    """Unit thumbprints (zero rows where missing) and each one's ink, where stored; their
+    index where a store holds them or there are too many to scan whole."""
     if "thumbprint" not in data.vectors:
         return {}
     grids, present = data.vectors["thumbprint"], data.present["thumbprint"]
@@ -131,7 +165,11 @@ def _thumbprints(data: IndexData) -> dict[str, np.ndarray]:
         units[block] = thumbprint.units(grids[block]) * present[block, None]
         inks[block] = thumbprint.ink(grids[block])
     found = {"thumbprints": units, "inks": inks}
-    if len(units) > exact_up_to(units.shape[1]):  # a query's scan of them all would outlast its search
+    if store is not None:
+        signature = hashlib.sha256(data.fingerprints.get("thumbprint", "").encode()).hexdigest()[:16]
+        found["thumbprint_index"] = store.vectors("thumbprints", units.shape[1], keys, lambda which: units[which],
+                                                  signature, present=present)
+    elif len(units) > exact_up_to(units.shape[1]):  # a query's scan of them all would outlast its search
         found["thumbprint_index"] = search_vectors(units.shape[1], len(units), lambda which: units[which])
     return found
 

@@ -125,7 +125,8 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
     """Pairs of rows confirmed as copies, each pair once."""
     data = snapshot.data
     fused = snapshot.fused_rows()
-    _, rows = library_vectors(fused).search(fused, k)
+    # A store (Milvus) answers the library's own rows as it answers searches.
+    _, rows = (snapshot.index if snapshot.in_store else library_vectors(fused)).search(fused, k)
     # Exact scores for the neighbours found (the large-library index stores 8-bit codes).
     scores = np.empty(rows.shape, dtype=np.float32)
     for start in range(0, len(rows), SCORE_SLICE):
@@ -211,13 +212,12 @@ def _twin_neighbours(snapshot: Snapshot, k: int) -> dict[int, list[int]]:
         return {}
     units = np.ascontiguousarray(snapshot.thumbprints)
     flipped = np.ascontiguousarray(thumbprint.units(thumbprint.mirrored(snapshot.data.vectors["thumbprint"])))
-    index = library_vectors(units)
+    index = snapshot.thumbprint_index if snapshot.in_store else library_vectors(units)
     found: dict[int, list[int]] = {}
     for query in (units, flipped):
-        scores, rows = index.search(query, k)
-        for i in np.flatnonzero((scores >= TWIN_CORRELATION).any(axis=1)):
-            found.setdefault(int(i), []).extend(int(j) for j, c in zip(rows[i], scores[i])
-                                                if c >= TWIN_CORRELATION and j != i and j >= 0)
+        _, rows = index.above(query, np.nextafter(np.float32(TWIN_CORRELATION), -1), k)
+        for i in np.flatnonzero((rows >= 0).any(axis=1)):
+            found.setdefault(int(i), []).extend(int(j) for j in rows[i] if j != i and j >= 0)
     return found
 
 

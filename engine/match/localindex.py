@@ -13,23 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.index.neighbours import CodeIndex, binary_codes
+from engine.index.neighbours import IN_PROCESS, CodeIndex, NeighbourStore
 from features.orb import unpack
 
 NEIGHBOURS = 8
 MAX_HAMMING = 56  # of 256 bits: beyond this two ORB descriptors are unrelated
-# k-means on 30 codes per list is plenty for coarse buckets, and keeps start-up short.
-TRAIN_PER_LIST = 30
-# Lists of about this many codes keep a query's scan (nprobe lists) short.
-CODES_PER_LIST = 640
-MAX_LISTS = 2048
-# Below this many codes an exact scan is as fast as the lists' and needs no training.
-EXACT_BELOW = 50_000
-# Lists scanned per point: the library-wide duplicate pass scans LIBRARY_PROBES (its recall
-# on bench/duplicates_peers.py moves by a pair either way at 6 or 8); a search, which
-# checks 400 points of each view, QUERY_PROBES: bench/quality.py gives the same figures
-# at 6 as at 12, and the scan takes half as long.
-LIBRARY_PROBES = 12
+# Lists scanned per point, where the codes' index has lists: the library-wide duplicate
+# pass scans the index's own (neighbours.CODE_PROBES, 12: its recall on
+# bench/duplicates_peers.py moves by a pair either way at 6 or 8); a search, which checks
+# 400 points of each view, QUERY_PROBES: bench/quality.py gives the same figures at 6 as
+# at 12, and the scan takes half as long.
 QUERY_PROBES = 6
 
 
@@ -41,9 +34,12 @@ class LocalIndex:
     images: int = 0  # owners from here up are regions (images + region number)
 
     @classmethod
-    def build(cls, rows: np.ndarray, present: np.ndarray, region_rows: np.ndarray | None = None) -> "LocalIndex | None":
+    def build(cls, rows: np.ndarray, present: np.ndarray, region_rows: np.ndarray | None = None,
+              store: NeighbourStore = IN_PROCESS, keys: np.ndarray | None = None,
+              signature: str = "") -> "LocalIndex | None":
         """From the stored ORB block (and the regions', searched in the same pass);
-        None when nothing has local features."""
+        None when nothing has local features.  `keys`: each owner's identity in `store`
+        (image rows, then the regions), `signature`: what the codes are made of."""
         descriptors, owners, points = [], [], []
         region_rows = np.zeros((0, rows.shape[1]), rows.dtype) if region_rows is None else region_rows
         owned = [(int(r), rows[r]) for r in np.flatnonzero(present)]
@@ -56,8 +52,9 @@ class LocalIndex:
         if not descriptors or not sum(len(d) for d in descriptors):
             return None
         codes = np.ascontiguousarray(np.concatenate(descriptors))
-        lists = int(min(MAX_LISTS, max(1, len(codes) // CODES_PER_LIST)))
-        index = binary_codes(codes, EXACT_BELOW, lists, TRAIN_PER_LIST, LIBRARY_PROBES)
+        owner_ids = np.array([owner for owner, _ in owned], np.int64)
+        index = store.codes("orb", np.zeros(len(owned), np.int64) if keys is None else keys[owner_ids],
+                            np.array([len(d) for d in descriptors]), codes, signature)
         return cls(index=index, owner=np.concatenate(owners), point=np.concatenate(points), images=len(rows))
 
     def matches(self, descriptors: np.ndarray, xy: np.ndarray, at_least: int = 1,

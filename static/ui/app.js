@@ -37,6 +37,7 @@ async function search(file) {
   if (!response.ok) {
     $("message").textContent = body.error || `error ${response.status}`;
     $("results").replaceChildren();
+    if (response.status === 503) refreshStatus();  // the banner says what is down
     return;
   }
   $("message").textContent = searchNote(body);
@@ -170,6 +171,8 @@ async function refreshStatus() {
   $("status-images").textContent = status.images;
   $("status-features").textContent = status.features.join(", ") || "none";
   $("networks-loading").hidden = !status.networks_loading;
+  $("store-problem").hidden = !status.store.problem;
+  $("store-problem-text").textContent = status.store.problem || "";
   if (!status.calibration.running) $("status-verdicts").textContent = status.verdicts;
   showTime(status.last_indexed);
 }

@@ -1,0 +1,362 @@
+"""Milvus as the store searches ask for neighbours: fused vectors, thumbprints, ORB descriptors.
+
+The metadata, and every vector the search scores its candidates with again,
+stay in Lookalike's own index file; Milvus holds copies it can search, one
+collection per lookup, named `<prefix>_fused`, `<prefix>_thumbprints` and
+`<prefix>_orb`.  Each collection is brought up to date with the index file
+row by row (keyed by the design's path and bytes), so an interrupted update
+goes on where it stopped, and a design that did not change is never sent
+again.  A collection's description records which Lookalike index wrote it
+and with which features: another index's collection is refused, and this
+index's own collection of an older feature set is rebuilt, never mixed.
+
+A path ending in `.db` is Milvus Lite, in this process; an http(s) address is
+a Milvus server.  Lite builds only exact indexes (FLAT, BIN_FLAT); a server
+gets HNSW and BIN_IVF_FLAT (docs/deploy-milvus.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from features.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+# A descriptor's id is its owner's key shifted past its slot (ORB keeps at most 400 points,
+# features/orb.py): both within Milvus's signed 64-bit primary key.
+SLOT_BITS = 10
+KEY_BITS = 63 - SLOT_BITS
+# An insert request carries about this many bytes of vectors (at most INSERT_ROWS rows):
+# Milvus Lite 2.5 took 0.9 s to take 8,192 rows of 1,536 floats in 1.5 MB requests and
+# 171 s in one 50 MB request (its cost grows faster than the request).
+INSERT_BYTES = 512 * 1024
+INSERT_ROWS = 4096
+# Queries per search request.
+SEARCH_VECTORS = 256
+SEARCH_CODES = 4096
+# Milvus's own bound on a query iterator's batch.
+ITERATOR_BATCH = 16384
+# After a failed connection, requests fail at once for this long instead of each waiting.
+RETRY_AFTER_S = 5.0
+MAGIC = "lookalike"
+
+
+class StoreError(RuntimeError):
+    """The store cannot answer; searches fail with 503 and this message."""
+
+
+class StoreUnavailable(StoreError):
+    """The Milvus server (or Lite file) cannot be reached; the message says why."""
+
+
+class StoreMismatch(StoreError):
+    """A collection holds another index's vectors, or has the wrong shape."""
+
+
+def key_of(*parts: str) -> int:
+    """A stable KEY_BITS-bit key of a row's identity (its path and its bytes' hash)."""
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - KEY_BITS)
+
+
+def owner_id(cache: Path) -> str:
+    """This index's name in the collections it writes, kept beside the index file."""
+    path = cache / "milvus-owner"
+    if path.exists():
+        return path.read_text().strip()
+    owner = uuid.uuid4().hex
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda out: out.write(owner.encode()))
+    return owner
+
+
+def is_lite(uri: str) -> bool:
+    return uri.endswith(".db")
+
+
+def open_store(config) -> "MilvusStore | None":
+    """The store `config` asks for: None searches in this process (FAISS)."""
+    if config.store != "milvus":
+        return None
+    return MilvusStore(config.milvus_address, config.collection, owner_id(config.cache),
+                       token=os.environ.get("LOOKALIKE_MILVUS_TOKEN", ""))
+
+
+class MilvusStore:
+    """One connection to Milvus, shared by every collection of one Lookalike index."""
+
+    def __init__(self, uri: str, prefix: str, owner: str, timeout_s: float = 10.0, token: str = "") -> None:
+        self.uri, self.prefix, self.owner = uri, prefix, owner
+        self._timeout_s, self._token = timeout_s, token
+        self._client = None
+        self._failed_at = 0.0
+        self._lock = threading.Lock()
+        self.problem: str | None = None  # the last failure, until a request succeeds again
+
+    # -- the lookups ---------------------------------------------------------
+    def vectors(self, name: str, dim: int, keys: np.ndarray, rows: Callable, signature: str,
+                present: np.ndarray | None = None) -> "MilvusVectors":
+        """Unit float vectors searched by inner product: row i is `rows` of i, keyed keys[i];
+        rows not `present` are left out.  Searches answer row numbers."""
+        wanted = np.flatnonzero(np.ones(len(keys), bool) if present is None else present)
+        collection = self._collection(name, signature, dim, binary=False, size=len(wanted))
+        have = self._ids(collection)
+        self._delete(collection, np.setdiff1d(have, keys[wanted]))
+        missing = wanted[~np.isin(keys[wanted], have)]
+        step = rows_per_insert(dim * 4)
+        for start in range(0, len(missing), step):
+            which = np.sort(missing[start:start + step])
+            block = np.asarray(rows(which), np.float32)
+            self._request("insert", collection, [{"id": int(keys[r]), "vector": v} for r, v in zip(which, block)])
+        return MilvusVectors(self, collection, keys, wanted)
+
+    def codes(self, name: str, keys: np.ndarray, counts: np.ndarray, codes: np.ndarray,
+              signature: str) -> "MilvusCodes":
+        """Binary codes searched by Hamming distance: owner i (keyed keys[i]) holds the next
+        counts[i] rows of `codes`.  Searches answer each code's position in `codes`."""
+        collection = self._collection(name, signature, codes.shape[1] * 8, binary=True, size=len(codes))
+        ids = self._ids(collection)
+        stored_owner, stored_count = np.unique(ids >> SLOT_BITS, return_counts=True)
+        # An owner whose codes are not all there (an update stopped part-way) is sent again.
+        stored = dict(zip(stored_owner.tolist(), stored_count.tolist()))
+        intact = {int(k) for k, c in zip(keys, counts) if stored.get(int(k)) == int(c)}
+        self._delete(collection, ids[~np.isin(ids >> SLOT_BITS, np.fromiter(intact, np.int64, len(intact)))])
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        step, batch = rows_per_insert(codes.shape[1]), []
+        for owner, key in enumerate(keys):
+            if int(key) in intact:
+                continue
+            for slot in range(int(counts[owner])):
+                batch.append({"id": (int(key) << SLOT_BITS) | slot, "code": codes[offsets[owner] + slot].tobytes()})
+            if len(batch) >= step:
+                self._request("insert", collection, batch)
+                batch = []
+        if batch:
+            self._request("insert", collection, batch)
+        return MilvusCodes(self, collection, keys, offsets)
+
+    def describe(self) -> dict:
+        """Where the store is and whether it answers, for /health and the page."""
+        return {"kind": "milvus", "uri": self.uri, "collection": self.prefix, "problem": self.problem}
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # a server already gone has nothing left to close
+                pass
+
+    # -- collections ---------------------------------------------------------
+    def _collection(self, name: str, signature: str, dim: int, binary: bool, size: int) -> str:
+        """The collection for `name`, made or rebuilt for this signature; refuses another index's."""
+        from pymilvus import DataType, MilvusClient
+
+        collection = f"{self.prefix}_{name}"
+        description = f"{MAGIC} {self.owner} {signature} {dim}"
+        if self._request("has_collection", collection):
+            found = self._request("describe_collection", collection).get("description", "")
+            words = found.split()
+            if len(words) != 4 or words[0] != MAGIC or words[1] != self.owner:
+                raise StoreMismatch(
+                    f"Milvus collection {collection!r} was written by another Lookalike index "
+                    f"(or not by Lookalike); give this one a prefix of its own with LOOKALIKE_COLLECTION")
+            if found == description:
+                return collection
+            log.info("Milvus collection %s holds vectors of another feature set (%s); rebuilding it",
+                     collection, " ".join(words[2:]))
+            self._request("drop_collection", collection)
+        schema = MilvusClient.create_schema(auto_id=False, description=description)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        field = "code" if binary else "vector"
+        schema.add_field(field, DataType.BINARY_VECTOR if binary else DataType.FLOAT_VECTOR, dim=dim)
+        params = MilvusClient.prepare_index_params()
+        params.add_index(field, **index_kind(self.uri, binary, size))
+        self._request("create_collection", collection, schema=schema, index_params=params,
+                      consistency_level="Strong")
+        return collection
+
+    def _ids(self, collection: str) -> np.ndarray:
+        iterator = self._request("query_iterator", collection, batch_size=ITERATOR_BATCH,
+                                 filter="id >= 0", output_fields=["id"])
+        found: list[int] = []
+        try:
+            while batch := self._guarded(iterator.next):
+                found.extend(row["id"] for row in batch)
+        finally:
+            iterator.close()
+        ids = np.array(found, np.int64)
+        unique, counts = np.unique(ids, return_counts=True)
+        # Milvus does not refuse a second row of one id (two processes updating at once):
+        # such ids are deleted, every copy, and sent again.
+        self._delete(collection, unique[counts > 1])
+        return unique[counts == 1]
+
+    def _delete(self, collection: str, ids: np.ndarray) -> None:
+        for start in range(0, len(ids), INSERT_ROWS):
+            self._request("delete", collection, ids=[int(i) for i in ids[start:start + INSERT_ROWS]])
+
+    # -- the connection --------------------------------------------------------
+    def _client_now(self):
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            if time.monotonic() - self._failed_at < RETRY_AFTER_S and self.problem:
+                raise StoreUnavailable(self.problem)
+            try:
+                from pymilvus import MilvusClient
+            except ImportError as exc:
+                raise self._failed(f"the Milvus client is not installed ({exc}); "
+                                   "pip install -r requirements.txt") from exc
+            if is_lite(self.uri):
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            # Milvus Lite warns at import that it uses pkg_resources (hence setuptools<81 in the
+            # requirements), and its query iterator that Lite keeps no server timestamp: neither
+            # is anything a user can act on.
+            logging.getLogger("pymilvus").setLevel(logging.ERROR)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+                    self._client = MilvusClient(self.uri, token=self._token, timeout=self._timeout_s)
+            except Exception as exc:  # pymilvus raises its own, gRPC's and OS errors alike
+                raise self._failed(self._explain(exc)) from exc
+            return self._client
+
+    def _request(self, method: str, *args, **kwargs):
+        """One request to Milvus, within the timeout."""
+        client = self._client_now()
+        return self._guarded(lambda: getattr(client, method)(*args, timeout=self._timeout_s, **kwargs))
+
+    def _guarded(self, call: Callable):
+        """Any failure of the connection becomes StoreUnavailable, and the next request reconnects."""
+        try:
+            answer = call()
+        except StoreError:
+            raise
+        except Exception as exc:
+            with self._lock:
+                self._client = None  # reconnect on the next request
+                raise self._failed(f"Milvus at {self.uri}: {_message(exc)}") from exc
+        self.problem = None
+        return answer
+
+    def _failed(self, message: str) -> StoreUnavailable:
+        self._failed_at, self.problem = time.monotonic(), message
+        log.error("%s", message)
+        return StoreUnavailable(message)
+
+    def _explain(self, exc: Exception) -> str:
+        text = _message(exc)
+        if is_lite(self.uri) and "Open local milvus failed" in text:
+            return (f"Milvus Lite could not open {self.uri}: another Lookalike process has it open "
+                    "(one process at a time can), or the file is damaged")
+        return f"cannot reach Milvus at {self.uri}: {text}"
+
+
+def rows_per_insert(row_bytes: int) -> int:
+    return int(np.clip(INSERT_BYTES // max(row_bytes, 1), 1, INSERT_ROWS))
+
+
+def index_kind(uri: str, binary: bool, size: int) -> dict:
+    """The index each collection gets: exact in Lite (the only kinds it builds), graph and
+    inverted-file indexes on a server."""
+    if is_lite(uri):
+        return {"index_type": "BIN_FLAT" if binary else "FLAT", "metric_type": "HAMMING" if binary else "IP"}
+    if binary:
+        return {"index_type": "BIN_IVF_FLAT", "metric_type": "HAMMING",
+                "params": {"nlist": int(np.clip(np.sqrt(max(size, 1)), 64, 4096))}}
+    return {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
+
+
+def _search_params(uri: str, binary: bool, k: int) -> dict:
+    if is_lite(uri):
+        return {"metric_type": "HAMMING" if binary else "IP"}
+    return {"metric_type": "HAMMING", "params": {"nprobe": 16}} if binary else \
+        {"metric_type": "IP", "params": {"ef": max(64, k)}}
+
+
+def _message(exc: Exception) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+class MilvusVectors:
+    """A collection of float vectors as a neighbours.VectorIndex: answers row numbers."""
+
+    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, rows: np.ndarray) -> None:
+        self._store, self._collection = store, collection
+        order = np.argsort(keys[rows], kind="stable")
+        self._sorted_keys, self._row = keys[rows][order], rows[order]
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self._answers(queries, k, {})
+
+    def above(self, queries: np.ndarray, min_score: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search`, but only rows scoring more than `min_score` (Milvus's range search)."""
+        return self._answers(queries, k, {"radius": float(min_score), "range_filter": 2.0})
+
+    def vectors(self) -> np.ndarray:
+        raise TypeError("the vectors are in Milvus")
+
+    def _answers(self, queries: np.ndarray, k: int, extra: dict) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, np.float32).reshape(len(queries), -1)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        params = _search_params(self._store.uri, False, k)
+        params = {**params, "params": {**params.get("params", {}), **extra}}
+        for start in range(0, len(queries), SEARCH_VECTORS):
+            hits = self._store._request("search", self._collection, data=list(queries[start:start + SEARCH_VECTORS]),
+                                        limit=k, anns_field="vector", search_params=params)
+            for i, found in enumerate(hits, start):
+                row, score = _rows_of(self._sorted_keys, self._row, found)
+                rows[i, :len(row)], scores[i, :len(row)] = row, score
+        return scores, rows
+
+
+class MilvusCodes:
+    """A collection of binary codes as a neighbours.CodeIndex: answers positions in the codes."""
+
+    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, offsets: np.ndarray) -> None:
+        self._store, self._collection = store, collection
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted_keys, self._offsets = keys[self._order], offsets
+
+    def search(self, codes: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        distances = np.full((len(codes), k), np.iinfo(np.int32).max, np.int32)
+        ids = np.full((len(codes), k), -1, np.int64)
+        params = _search_params(self._store.uri, True, k)
+        for start in range(0, len(codes), SEARCH_CODES):
+            hits = self._store._request("search", self._collection, data=[c.tobytes() for c in codes[start:start + SEARCH_CODES]],
+                                        limit=k, anns_field="code", search_params=params)
+            for i, found in enumerate(hits, start):
+                stored = np.array([hit["id"] for hit in found], np.int64)
+                at = np.searchsorted(self._sorted_keys, stored >> SLOT_BITS).clip(0, max(len(self._sorted_keys) - 1, 0))
+                known = (self._sorted_keys[at] == stored >> SLOT_BITS) if len(self._sorted_keys) else np.zeros(0, bool)
+                positions = self._offsets[self._order[at[known]]] + (stored[known] & ((1 << SLOT_BITS) - 1))
+                ids[i, :len(positions)] = positions
+                distances[i, :len(positions)] = np.array([hit["distance"] for hit in found])[known]
+        return distances, ids
+
+
+def _rows_of(sorted_keys: np.ndarray, row_of_sorted: np.ndarray, hits: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers and scores of one query's hits, dropping any id this index no longer holds."""
+    stored = np.array([hit["id"] for hit in hits], np.int64)
+    scores = np.array([hit["distance"] for hit in hits], np.float32)
+    if not len(sorted_keys) or not len(stored):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    at = np.searchsorted(sorted_keys, stored).clip(0, len(sorted_keys) - 1)
+    known = sorted_keys[at] == stored
+    return row_of_sorted[at[known]], scores[known]
