@@ -244,3 +244,59 @@ def test_an_unreachable_server_fails_at_once_with_a_message():
     assert "cannot reach Milvus" in store.describe()["problem"]
     with pytest.raises(StoreUnavailable):  # within the retry pause: no second wait
         store.vectors("fused", 16, keys_of(3), lambda which: np.eye(3, 16, dtype=np.float32)[which], "sig")
+
+
+def test_codes_cut_off_before_their_owners_were_recorded_are_sent_again(milvus_stores, monkeypatch):
+    monkeypatch.setattr(milvus, "INSERT_BYTES", 40 * 32)  # 40 codes a request: two owners
+    rng = np.random.default_rng(14)
+    counts = np.full(12, 20)
+    codes = rng.integers(0, 256, (240, 32), dtype=np.uint8)
+    store = milvus_stores.open()
+    sent, real = [], MilvusStore._request
+
+    def lost_after_codes(self, method, *args, **kwargs):
+        if method == "insert" and args[0].endswith("_owners") and len(sent) == 2:
+            raise StoreUnavailable("connection lost")  # the third batch's codes are in, its owners not
+        answer = real(self, method, *args, **kwargs)
+        if method == "insert" and not args[0].endswith("_owners"):
+            sent.append(len(args[1]))
+        return answer
+
+    monkeypatch.setattr(MilvusStore, "_request", lost_after_codes)
+    with pytest.raises(StoreUnavailable):
+        store.codes("orb", keys_of(12), counts, codes, "sig")
+    monkeypatch.setattr(MilvusStore, "_request", real)
+    index = store.codes("orb", keys_of(12), counts, codes, "sig")
+    assert store._count(f"{store.prefix}_orb") == 240  # the unrecorded owners' codes once, not twice
+    distances, ids = index.search(codes, 2)
+    assert (ids[:, 0] == np.arange(240)).all() and (distances[:, 0] == 0).all()
+    assert (distances[:, 1] > 0).all()  # no second copy of any code
+
+
+def test_milvus_lite_keeps_many_codes_in_this_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(milvus, "LITE_CODES", 100)
+    rng = np.random.default_rng(15)
+    codes = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    store = MilvusStore(str(tmp_path / "milvus.db"), "studio", "owner-a")
+    index = store.codes("orb", keys_of(3), np.array([100, 100, 100]), codes, "sig")
+    assert store.describe()["local_features"] == "this process"
+    assert "studio_orb" not in store._client_now().list_collections()
+    distances, ids = index.search(codes[::7], 1)
+    assert (ids[:, 0] == np.arange(0, 300, 7)).all() and (distances == 0).all()
+    store.close()
+
+
+def test_designs_gone_from_the_library_leave_every_collection(milvus_stores, monkeypatch):
+    scans = []  # reading every code's id: what a million designs' update must not need
+    real_scan = MilvusStore._delete_strays
+    monkeypatch.setattr(MilvusStore, "_delete_strays", lambda self, *a: scans.append(a) or real_scan(self, *a))
+    rng = np.random.default_rng(16)
+    vectors, codes = unit_rows(30, 16, 16), rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    store = milvus_stores.open()
+    store.vectors("fused", 16, keys_of(30), lambda which: vectors[which], "sig")
+    store.codes("orb", keys_of(30), np.full(30, 10), codes, "sig")
+    store.vectors("fused", 16, keys_of(30)[:20], lambda which: vectors[which], "sig")
+    store.codes("orb", keys_of(30)[:20], np.full(20, 10), codes[:200], "sig")
+    assert store._count(f"{store.prefix}_fused") == 20
+    assert store._count(f"{store.prefix}_orb") == 200 and store._count(f"{store.prefix}_orb_owners") == 20
+    assert scans == []
