@@ -5,7 +5,9 @@ import base64
 import dataclasses
 import io
 import json
+import os
 import shutil
+import uuid
 
 import pytest
 
@@ -20,6 +22,7 @@ from fakes import CountingExtractor
 from test_cli import run
 
 DOWN = "http://127.0.0.1:9"  # nothing listens on the discard port
+SERVER = os.environ.get("LOOKALIKE_TEST_MILVUS_URI")
 
 
 def engine_of(config):
@@ -27,15 +30,22 @@ def engine_of(config):
                                       "orb_mirror": MirroredOrbFeatures(), "thumbprint": ThumbprintFeatures()})
 
 
-@pytest.fixture
-def both(cfg, collection, tmp_path):
-    """The same collection (with an edited copy in it) indexed with FAISS and with Milvus Lite."""
+@pytest.fixture(params=["lite"] + (["server"] if SERVER else []))
+def both(request, cfg, collection, tmp_path):
+    """The same collection (with an edited copy in it) indexed with FAISS and with Milvus
+    (Lite under the cache folder; a server where LOOKALIKE_TEST_MILVUS_URI names one)."""
     collection["design_05.png"].rotate(12, expand=True).resize((250, 250)).save(cfg.images / "copy_of_05.png")
     on_faiss = engine_of(cfg)
-    on_milvus = engine_of(dataclasses.replace(cfg, cache=tmp_path / "milvus-cache", store="milvus"))
+    server = {"milvus_uri": SERVER, "collection": f"t{uuid.uuid4().hex[:10]}"} if request.param == "server" else {}
+    on_milvus = engine_of(dataclasses.replace(cfg, cache=tmp_path / "milvus-cache", store="milvus", **server))
     for engine in (on_faiss, on_milvus):
         engine.reindex()
     yield on_faiss, on_milvus
+    if server:
+        client = on_milvus.store._client_now()
+        for name in client.list_collections():
+            if name.startswith(server["collection"]):
+                client.drop_collection(name)
     for engine in (on_faiss, on_milvus):
         engine.close()
 
@@ -44,7 +54,7 @@ def test_milvus_answers_searches_and_duplicates_as_faiss_does(both, collection):
     on_faiss, on_milvus = both
     snapshot = on_milvus.snapshot
     assert snapshot.in_store and snapshot.local is not None and snapshot.thumbprint_index is not None
-    assert (on_milvus.config.cache / "milvus.db").exists()  # Milvus Lite, under the cache folder
+    assert (on_milvus.config.cache / "milvus.db").exists() or on_milvus.config.milvus_uri == SERVER
     for name in ("design_05.png", "design_09.png"):
         query = encode(collection[name].resize((200, 200)), "JPEG", quality=85)
         want = [(r.path, r.verdict, round(r.score, 4)) for r in on_faiss.search_bytes(query, top_k=5)]

@@ -300,3 +300,18 @@ def test_designs_gone_from_the_library_leave_every_collection(milvus_stores, mon
     assert store._count(f"{store.prefix}_fused") == 20
     assert store._count(f"{store.prefix}_orb") == 200 and store._count(f"{store.prefix}_orb_owners") == 20
     assert scans == []
+
+
+def test_binary_codes_get_lists_once_past_a_flat_scans_size(milvus_stores, monkeypatch):
+    """On a server the codes' index is the one FAISS would use for as many: flat, then lists."""
+    monkeypatch.setattr(milvus, "EXACT_CODES_BELOW", 500)
+    rng = np.random.default_rng(17)
+    codes = rng.integers(0, 256, (2000, 32), dtype=np.uint8)
+    store = milvus_stores.open()
+    store.codes("orb", keys_of(4), np.full(4, 100), codes[:400], "sig")
+    first = store._request("describe_index", f"{store.prefix}_orb", index_name="code")["index_type"]
+    index = store.codes("orb", keys_of(20), np.full(20, 100), codes, "sig")
+    second = store._request("describe_index", f"{store.prefix}_orb", index_name="code")["index_type"]
+    assert (first, second) == (("BIN_FLAT", "BIN_FLAT") if milvus_stores.kind == "milvus-lite" else ("BIN_FLAT", "BIN_IVF_FLAT"))
+    distances, ids = index.search(codes[::50], 1)
+    assert (ids[:, 0] == np.arange(0, 2000, 50)).all() and (distances == 0).all()

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.index.neighbours import EXACT_CODES_BELOW, IN_PROCESS, CodeIndex
+from engine.index.neighbours import CODE_PROBES, EXACT_CODES_BELOW, IN_PROCESS, CodeIndex, code_lists
 from features.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,26 @@ class MilvusStore:
                 batch, finished = [], []
         if finished:
             self._send_codes(collection, ledger, batch, finished)
+        self._index_for(collection, "code", index_kind(self.uri, True, len(codes)))
         return MilvusCodes(self, collection, keys, offsets)
+
+    def _index_for(self, collection: str, field: str, kind: dict) -> None:
+        """Build the index this many rows call for, where the collection has another: it grew
+        past a flat scan's size (or shrank below it), or its lists are half or twice as many
+        as its rows now call for (not at every change: a server rebuilds every code)."""
+        found = self._request("describe_index", collection, index_name=field) or {}
+        lists, wanted = int(found.get("nlist", 0) or 0), kind.get("params", {}).get("nlist", 0)
+        if found.get("index_type") == kind["index_type"] and (not wanted or wanted / 2 <= lists <= wanted * 2):
+            return
+        from pymilvus import MilvusClient
+
+        log.info("Milvus collection %s: %s index for %s", collection, kind["index_type"], field)
+        params = MilvusClient.prepare_index_params()
+        params.add_index(field, **kind)
+        self._request("release_collection", collection)
+        self._request("drop_index", collection, index_name=field)
+        self._request("create_index", collection, params)
+        self._request("load_collection", collection)
 
     def _send_codes(self, collection: str, ledger: str, batch: list[dict], owners: list[int]) -> None:
         """Codes first, then their owners in the ledger: a ledger row promises its codes are there."""
@@ -273,7 +292,11 @@ class MilvusStore:
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-                    self._client = MilvusClient(self.uri, token=self._token, timeout=self._timeout_s)
+                    # A connection of its own: pymilvus shares one per address, and closing
+                    # any client sharing it would cut off the others.  (One Lite file is one
+                    # server in this process, and must be shared.)
+                    own = {} if is_lite(self.uri) else {"alias": f"lookalike-{uuid.uuid4().hex}"}
+                    self._client = MilvusClient(self.uri, token=self._token, timeout=self._timeout_s, **own)
             except Exception as exc:  # pymilvus raises its own, gRPC's and OS errors alike
                 raise self._failed(self._explain(exc)) from exc
             return self._client
@@ -314,21 +337,28 @@ def rows_per_insert(row_bytes: int) -> int:
 
 
 def index_kind(uri: str, binary: bool, size: int) -> dict:
-    """The index each collection gets: exact in Lite (the only kinds it builds), graph and
-    inverted-file indexes on a server."""
-    if is_lite(uri):
-        return {"index_type": "BIN_FLAT" if binary else "FLAT", "metric_type": "HAMMING" if binary else "IP"}
+    """The index a collection of `size` rows gets.  Binary codes: a flat scan while that is
+    fast (below EXACT_CODES_BELOW, and always in Lite, which builds nothing else), beyond
+    the same inverted file as in this process (neighbours.code_lists), so a verdict's
+    points do not depend on the store.  Floats: exact in Lite, a graph on a server."""
+    if binary and (is_lite(uri) or size < EXACT_CODES_BELOW):
+        return {"index_type": "BIN_FLAT", "metric_type": "HAMMING"}
     if binary:
-        return {"index_type": "BIN_IVF_FLAT", "metric_type": "HAMMING",
-                "params": {"nlist": int(np.clip(np.sqrt(max(size, 1)), 64, 4096))}}
+        return {"index_type": "BIN_IVF_FLAT", "metric_type": "HAMMING", "params": {"nlist": code_lists(size)}}
+    if is_lite(uri):
+        return {"index_type": "FLAT", "metric_type": "IP"}
     return {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
 
 
-def _search_params(uri: str, binary: bool, k: int) -> dict:
-    if is_lite(uri):
-        return {"metric_type": "HAMMING" if binary else "IP"}
-    return {"metric_type": "HAMMING", "params": {"nprobe": 16}} if binary else \
-        {"metric_type": "IP", "params": {"ef": max(64, k)}}
+def _search_params(kind: dict, k: int, probes: int | None = None) -> dict:
+    """A search of an index of `kind`: the lists scanned (the caller's, else as in this
+    process), or a graph's breadth."""
+    params = {"metric_type": kind["metric_type"], "params": {}}
+    if kind["index_type"] == "BIN_IVF_FLAT":
+        params["params"]["nprobe"] = probes or CODE_PROBES
+    elif kind["index_type"] == "HNSW":
+        params["params"]["ef"] = max(64, k)
+    return params
 
 
 def _message(exc: Exception) -> str:
@@ -360,8 +390,8 @@ class MilvusVectors:
         queries = np.ascontiguousarray(queries, np.float32).reshape(len(queries), -1)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         rows = np.full((len(queries), k), -1, np.int64)
-        params = _search_params(self._store.uri, False, k)
-        params = {**params, "params": {**params.get("params", {}), **extra}}
+        params = _search_params(index_kind(self._store.uri, False, len(self)), k)
+        params["params"].update(extra)
         for start in range(0, len(queries), SEARCH_VECTORS):
             hits = self._store._request("search", self._collection, data=list(queries[start:start + SEARCH_VECTORS]),
                                         limit=k, anns_field="vector", search_params=params)
@@ -376,13 +406,14 @@ class MilvusCodes:
 
     def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, offsets: np.ndarray) -> None:
         self._store, self._collection = store, collection
+        self._kind = index_kind(store.uri, True, int(offsets[-1]))
         self._order = np.argsort(keys, kind="stable")
         self._sorted_keys, self._offsets = keys[self._order], offsets
 
     def search(self, codes: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         distances = np.full((len(codes), k), np.iinfo(np.int32).max, np.int32)
         ids = np.full((len(codes), k), -1, np.int64)
-        params = _search_params(self._store.uri, True, k)
+        params = _search_params(self._kind, k, probes)
         for start in range(0, len(codes), SEARCH_CODES):
             hits = self._store._request("search", self._collection, data=[c.tobytes() for c in codes[start:start + SEARCH_CODES]],
                                         limit=k, anns_field="code", search_params=params)

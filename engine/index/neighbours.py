@@ -203,11 +203,15 @@ class FaissStore:
 
     def codes(self, name: str, keys: np.ndarray, counts: np.ndarray, codes: np.ndarray,
               signature: str) -> CodeIndex:
-        lists = int(min(MAX_CODE_LISTS, max(1, len(codes) // CODES_PER_LIST)))
-        return binary_codes(codes, EXACT_CODES_BELOW, lists, CODE_TRAIN_PER_LIST, CODE_PROBES)
+        return binary_codes(codes, EXACT_CODES_BELOW, code_lists(len(codes)), CODE_TRAIN_PER_LIST, CODE_PROBES)
 
 
 IN_PROCESS = FaissStore()
+
+
+def code_lists(n: int) -> int:
+    """Lists of an inverted file of `n` binary codes."""
+    return int(min(MAX_CODE_LISTS, max(1, n // CODES_PER_LIST)))
 
 
 def binary_codes(codes: np.ndarray, exact_up_to: int, lists: int, train_per_list: int, probes: int) -> CodeIndex:

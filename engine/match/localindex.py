@@ -88,10 +88,14 @@ class LocalIndex:
         queries = np.repeat(np.arange(len(ids), dtype=np.int64), ids.shape[1])
         stored, distances = ids.ravel(), distances.ravel()
         close = (stored >= 0) & (distances <= MAX_HAMMING)
-        queries, stored = queries[close], stored[close]
+        queries, stored, distances = queries[close], stored[close], distances[close]
+        # Nearest first, and among stored points as near as each other the first stored (the
+        # stronger keypoint): stores order ties their own way, and a verdict must not
+        # depend on which store answered.
+        order = np.lexsort((stored, distances, queries))
+        queries, stored = queries[order], stored[order]
         owners = self.owner[stored].astype(np.int64)
-        # Sorted by (owner, query point); the first of each pair in the search's order
-        # (nearest first) is the one kept.
+        # Sorted by (owner, query point); the first of each pair in that order is the one kept.
         _, first = np.unique(owners * len(ids) + queries, return_index=True)
         owners, queries, stored = owners[first], queries[first], stored[first]
         starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
