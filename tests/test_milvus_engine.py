@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from engine import Engine
+from engine.index import milvus
 from features.hsv import HsvHistogram
 from features.orb import MirroredOrbFeatures, OrbFeatures
 from features.thumbprint import ThumbprintFeatures
@@ -126,3 +127,34 @@ def test_the_command_line_runs_on_milvus_lite_with_relative_paths(tmp_path, coll
                env_extra=env, cwd=studio)
     assert down.returncode == 3 and "cannot reach Milvus at http://127.0.0.1:9" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+def test_milvus_lost_mid_search_answers_503_then_recovers(cfg, collection, monkeypatch):
+    monkeypatch.setattr(milvus, "RETRY_AFTER_S", 0.0)  # the next request may try again at once
+    store_password(cfg.cache, "correct horse battery")
+    engine = engine_of(dataclasses.replace(cfg, store="milvus"))
+    engine.reindex()
+    app = create_app(cfg, engine=engine)
+    client = app.test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(b":correct horse battery").decode()}
+
+    def ask():
+        return client.post("/search", data={"image": (io.BytesIO(encode(collection["design_03.png"])), "q.png")},
+                           headers=auth)
+
+    assert ask().status_code == 200
+    milvus_client = engine.store._client_now()
+    real_search = milvus_client.search
+
+    def lost(*args, **kwargs):
+        raise ConnectionResetError("the server went away")
+
+    milvus_client.search = lost
+    response = ask()
+    assert response.status_code == 503 and "the server went away" in response.get_json()["error"]
+    assert "the server went away" in client.get("/health", headers=auth).get_json()["store"]["problem"]
+    milvus_client.search = real_search
+    again = ask()
+    assert again.status_code == 200 and again.get_json()["results"][0]["path"] == "design_03.png"
+    assert client.get("/health", headers=auth).get_json()["store"]["problem"] is None
+    engine.close()

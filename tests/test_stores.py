@@ -5,6 +5,7 @@ nearest binary codes, rows the library no longer has, a reopened store, and two
 instances' collections kept apart."""
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -315,3 +316,11 @@ def test_binary_codes_get_lists_once_past_a_flat_scans_size(milvus_stores, monke
     assert (first, second) == (("BIN_FLAT", "BIN_FLAT") if milvus_stores.kind == "milvus-lite" else ("BIN_FLAT", "BIN_IVF_FLAT"))
     distances, ids = index.search(codes[::50], 1)
     assert (ids[:, 0] == np.arange(0, 2000, 50)).all() and (distances == 0).all()
+
+
+def test_a_password_in_the_address_is_never_shown():
+    store = MilvusStore("http://studio:s3cret@127.0.0.1:9", "lookalike", "owner-a", timeout_s=2)
+    with pytest.raises(StoreUnavailable) as refused:
+        store.vectors("fused", 16, keys_of(3), lambda which: np.eye(3, 16, dtype=np.float32)[which], "sig")
+    shown = str(refused.value) + json.dumps(store.describe())
+    assert "s3cret" not in shown and "studio:***@127.0.0.1:9" in shown

@@ -25,6 +25,7 @@ import uuid
 import warnings
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -105,6 +106,7 @@ class MilvusStore:
 
     def __init__(self, uri: str, prefix: str, owner: str, timeout_s: float = 10.0, token: str = "") -> None:
         self.uri, self.prefix, self.owner = uri, prefix, owner
+        self.address = _without_secrets(uri)  # what messages and /health show
         self._timeout_s, self._token = timeout_s, token
         self._client = None
         self._failed_at = 0.0
@@ -210,7 +212,7 @@ class MilvusStore:
 
     def describe(self) -> dict:
         """Where the store is and whether it answers, for /health and the page."""
-        return {"kind": "milvus", "uri": self.uri, "collection": self.prefix, "problem": self.problem,
+        return {"kind": "milvus", "uri": self.address, "collection": self.prefix, "problem": self.problem,
                 "local_features": "this process" if self.local_features_here else "milvus"}
 
     def close(self) -> None:
@@ -315,7 +317,7 @@ class MilvusStore:
         except Exception as exc:
             with self._lock:
                 self._client = None  # reconnect on the next request
-                raise self._failed(f"Milvus at {self.uri}: {_message(exc)}") from exc
+                raise self._failed(f"Milvus at {self.address}: {_message(exc)}") from exc
         self.problem = None
         return answer
 
@@ -329,7 +331,7 @@ class MilvusStore:
         if is_lite(self.uri) and "Open local milvus failed" in text:
             return (f"Milvus Lite could not open {self.uri}: another Lookalike process has it open "
                     "(one process at a time can), or the file is damaged")
-        return f"cannot reach Milvus at {self.uri}: {text}"
+        return f"cannot reach Milvus at {self.address}: {text}"
 
 
 def rows_per_insert(row_bytes: int) -> int:
@@ -359,6 +361,15 @@ def _search_params(kind: dict, k: int, probes: int | None = None) -> dict:
     elif kind["index_type"] == "HNSW":
         params["params"]["ef"] = max(64, k)
     return params
+
+
+def _without_secrets(uri: str) -> str:
+    """The address as /health shows it: a password written into it is left out."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                            + (f":{parts.port}" if parts.port else "")))
 
 
 def _message(exc: Exception) -> str:
