@@ -11,8 +11,9 @@ and with which features: another index's collection is refused, and this
 index's own collection of an older feature set is rebuilt, never mixed.
 
 A path ending in `.db` is Milvus Lite, in this process; an http(s) address is
-a Milvus server.  Lite builds only exact indexes (FLAT, BIN_FLAT); a server
-gets HNSW and BIN_IVF_FLAT (docs/deploy-milvus.md).
+a Milvus server.  Lite builds only exact indexes (FLAT, BIN_FLAT); a server gets
+the index FAISS would get in this process for as many rows: flat, then IVF_SQ8
+and BIN_IVF_FLAT (`index_kind`; docs/deploy-milvus.md).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from engine.index import neighbours
 from engine.index.neighbours import CODE_PROBES, EXACT_CODES_BELOW, IN_PROCESS, CodeIndex, code_lists
 from features.files import atomic_write
 
@@ -122,14 +124,18 @@ class MilvusStore:
         wanted = np.flatnonzero(np.ones(len(keys), bool) if present is None else present)
         collection = self._collection(name, signature, dim, binary=False, size=len(wanted))
         have = self._ids(collection)
-        self._delete(collection, np.setdiff1d(have, keys[wanted]))
+        gone = np.setdiff1d(have, keys[wanted])
+        self._delete(collection, gone)
         missing = wanted[~np.isin(keys[wanted], have)]
         step = rows_per_insert(dim * 4)
         for start in range(0, len(missing), step):
             which = np.sort(missing[start:start + step])
             block = np.asarray(rows(which), np.float32)
             self._request("insert", collection, [{"id": int(keys[r]), "vector": v} for r, v in zip(which, block)])
-        return MilvusVectors(self, collection, keys, wanted)
+        if len(missing) or len(gone):
+            self._request("flush", collection)
+        self._index_for(collection, "vector", index_kind(self.uri, False, len(wanted), dim))
+        return MilvusVectors(self, collection, keys, wanted, dim)
 
     def codes(self, name: str, keys: np.ndarray, counts: np.ndarray, codes: np.ndarray,
               signature: str) -> CodeIndex:
@@ -152,6 +158,8 @@ class MilvusStore:
         gone = np.setdiff1d(complete, keys)
         self._delete_owners(collection, gone)
         self._delete(ledger, gone)
+        if len(gone):  # a server counts deleted rows until a flush applies the deletes
+            self._request("flush", collection)
         sent = np.isin(keys, complete)
         if self._count(collection) != int(counts[sent].sum()):
             self._delete_strays(collection, keys[sent])  # an update stopped between codes and ledger
@@ -167,13 +175,15 @@ class MilvusStore:
                 batch, finished = [], []
         if finished:
             self._send_codes(collection, ledger, batch, finished)
+        if (~sent).any():
+            self._request("flush", collection)
         self._index_for(collection, "code", index_kind(self.uri, True, len(codes)))
         return MilvusCodes(self, collection, keys, offsets)
 
     def _index_for(self, collection: str, field: str, kind: dict) -> None:
         """Build the index this many rows call for, where the collection has another: it grew
         past a flat scan's size (or shrank below it), or its lists are half or twice as many
-        as its rows now call for (not at every change: a server rebuilds every code)."""
+        as its rows now call for (not at every change: a server rebuilds every row)."""
         found = self._request("describe_index", collection, index_name=field) or {}
         lists, wanted = int(found.get("nlist", 0) or 0), kind.get("params", {}).get("nlist", 0)
         if found.get("index_type") == kind["index_type"] and (not wanted or wanted / 2 <= lists <= wanted * 2):
@@ -226,7 +236,12 @@ class MilvusStore:
 
     # -- collections ---------------------------------------------------------
     def _collection(self, name: str, signature: str, dim: int, binary: bool, size: int) -> str:
-        """The collection for `name`, made or rebuilt for this signature; refuses another index's."""
+        """The collection for `name`, made or rebuilt for this signature; refuses another index's.
+
+        Reads see this connection's own writes ("Session"): "Strong", which waits for every
+        client's, added about 200 ms to each search on a server.  An update that changed
+        anything ends with a flush: it seals what was sent, for the server to index, and
+        a server's searches then no longer return the rows it deleted."""
         from pymilvus import DataType, MilvusClient
 
         collection = f"{self.prefix}_{name}"
@@ -248,9 +263,9 @@ class MilvusStore:
         field = "code" if binary else "vector"
         schema.add_field(field, DataType.BINARY_VECTOR if binary else DataType.FLOAT_VECTOR, dim=dim)
         params = MilvusClient.prepare_index_params()
-        params.add_index(field, **index_kind(self.uri, binary, size))
+        params.add_index(field, **index_kind(self.uri, binary, size, dim))
         self._request("create_collection", collection, schema=schema, index_params=params,
-                      consistency_level="Strong")
+                      consistency_level="Session")
         return collection
 
     def _ids(self, collection: str) -> np.ndarray:
@@ -338,18 +353,21 @@ def rows_per_insert(row_bytes: int) -> int:
     return int(np.clip(INSERT_BYTES // max(row_bytes, 1), 1, INSERT_ROWS))
 
 
-def index_kind(uri: str, binary: bool, size: int) -> dict:
-    """The index a collection of `size` rows gets.  Binary codes: a flat scan while that is
-    fast (below EXACT_CODES_BELOW, and always in Lite, which builds nothing else), beyond
-    the same inverted file as in this process (neighbours.code_lists), so a verdict's
-    points do not depend on the store.  Floats: exact in Lite, a graph on a server."""
+def index_kind(uri: str, binary: bool, size: int, dim: int = 0) -> dict:
+    """The index a collection of `size` rows gets: on a server, the one this process would
+    build for as many (neighbours.py), so results do not depend on the store; in Lite,
+    which builds no other, a flat scan.  Binary codes: flat below EXACT_CODES_BELOW, then
+    an inverted file with the same lists.  Floats: flat while a scan reads at most
+    EXACT_SCAN_VALUES, then 8-bit codes in sqrt(n) lists, searched in SEARCH_PROBES of
+    them (an HNSW graph, M 16, found 0.94 of the 10 nearest at 10,000 made-up designs
+    whatever its breadth; bench/scale.py --store milvus)."""
     if binary and (is_lite(uri) or size < EXACT_CODES_BELOW):
         return {"index_type": "BIN_FLAT", "metric_type": "HAMMING"}
     if binary:
         return {"index_type": "BIN_IVF_FLAT", "metric_type": "HAMMING", "params": {"nlist": code_lists(size)}}
-    if is_lite(uri):
+    if is_lite(uri) or size <= neighbours.exact_up_to(dim):
         return {"index_type": "FLAT", "metric_type": "IP"}
-    return {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
+    return {"index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": int(np.sqrt(size))}}
 
 
 def _search_params(kind: dict, k: int, probes: int | None = None) -> dict:
@@ -358,8 +376,8 @@ def _search_params(kind: dict, k: int, probes: int | None = None) -> dict:
     params = {"metric_type": kind["metric_type"], "params": {}}
     if kind["index_type"] == "BIN_IVF_FLAT":
         params["params"]["nprobe"] = probes or CODE_PROBES
-    elif kind["index_type"] == "HNSW":
-        params["params"]["ef"] = max(64, k)
+    elif kind["index_type"] == "IVF_SQ8":
+        params["params"]["nprobe"] = probes or neighbours.SEARCH_PROBES
     return params
 
 
@@ -379,8 +397,9 @@ def _message(exc: Exception) -> str:
 class MilvusVectors:
     """A collection of float vectors as a neighbours.VectorIndex: answers row numbers."""
 
-    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, rows: np.ndarray, dim: int) -> None:
         self._store, self._collection = store, collection
+        self._kind = index_kind(store.uri, False, len(rows), dim)
         order = np.argsort(keys[rows], kind="stable")
         self._sorted_keys, self._row = keys[rows][order], rows[order]
 
@@ -388,21 +407,21 @@ class MilvusVectors:
         return len(self._row)
 
     def search(self, queries: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self._answers(queries, k, {})
+        return self._answers(queries, k, _search_params(self._kind, k, probes))
 
     def above(self, queries: np.ndarray, min_score: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Like `search`, but only rows scoring more than `min_score` (Milvus's range search)."""
-        return self._answers(queries, k, {"radius": float(min_score), "range_filter": 2.0})
+        params = _search_params(self._kind, k)
+        params["params"].update(radius=float(min_score), range_filter=2.0)
+        return self._answers(queries, k, params)
 
     def vectors(self) -> np.ndarray:
         raise TypeError("the vectors are in Milvus")
 
-    def _answers(self, queries: np.ndarray, k: int, extra: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _answers(self, queries: np.ndarray, k: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, np.float32).reshape(len(queries), -1)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         rows = np.full((len(queries), k), -1, np.int64)
-        params = _search_params(index_kind(self._store.uri, False, len(self)), k)
-        params["params"].update(extra)
         for start in range(0, len(queries), SEARCH_VECTORS):
             hits = self._store._request("search", self._collection, data=list(queries[start:start + SEARCH_VECTORS]),
                                         limit=k, anns_field="vector", search_params=params)
