@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import threading
 import uuid
 
 import pytest
@@ -90,8 +91,14 @@ def down_app(cfg, collection):
     engine.close()
 
 
-def test_an_unreachable_milvus_gives_503_with_a_message_and_keeps_the_index(down_app, cfg, collection):
+def test_an_unreachable_milvus_gives_503_with_a_message_and_keeps_the_index(down_app, cfg, collection, monkeypatch):
     app, engine = down_app
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    engine.warm_duplicates()  # as serve does at start and after each reindex
+    for helper in engine.report._helpers:
+        helper.join(60)
+    assert crashed == []  # the background report waits for the store, without a traceback
     client = app.test_client()
     auth = {"Authorization": "Basic " + base64.b64encode(b":correct horse battery").decode()}
     saved = (cfg.cache / "index.npz").read_bytes()

@@ -5,6 +5,7 @@ floor and is cached; a threshold is then only a filter.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Callable
@@ -12,8 +13,11 @@ from typing import Callable
 import numpy as np
 
 from engine.images.thumbs import preview_reader
+from engine.index.milvus import StoreError
 from engine.index.snapshot import Snapshot
 from engine.match.duplicates import CANDIDATE_SCORE, FLOOR_SCORE, Group, find_groups, find_pairs, group_pairs
+
+log = logging.getLogger(__name__)
 
 
 class DuplicateReport:
@@ -34,7 +38,13 @@ class DuplicateReport:
 
     def warm(self, snapshot: Callable[[], Snapshot]) -> None:
         """Make the report in the background, so the page opens at once."""
-        thread = threading.Thread(target=lambda: self._pairs_for(snapshot()), name="duplicates", daemon=True)
+        def make() -> None:
+            try:
+                self._pairs_for(snapshot())
+            except StoreError as exc:  # the page and /health say so; the report is made when asked
+                log.warning("The duplicate report waits for the vector store: %s", exc)
+
+        thread = threading.Thread(target=make, name="duplicates", daemon=True)
         self._helpers = [t for t in self._helpers if t.is_alive()] + [thread]
         thread.start()
 
