@@ -175,8 +175,9 @@ class MilvusStore:
                 batch, finished = [], []
         if finished:
             self._send_codes(collection, ledger, batch, finished)
-        if (~sent).any():
+        if (~sent).any():  # sealed, for the server to index, and the ledger seen by the next process
             self._request("flush", collection)
+            self._request("flush", ledger)
         self._index_for(collection, "code", index_kind(self.uri, True, len(codes)))
         return MilvusCodes(self, collection, keys, offsets)
 

@@ -12,8 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.index.neighbours import IN_PROCESS, BLOCK, NeighbourStore, VectorIndex, exact_up_to, search_vectors
 from engine.index.milvus import key_of
+from engine.index.neighbours import BLOCK, IN_PROCESS, NeighbourStore, VectorIndex, exact_up_to, search_vectors
 from engine.index.store import IndexData
 from engine.match.localindex import LocalIndex
 from engine.match.verdict import BUILT_IN, UNCALIBRATED_SCORES, Thresholds
@@ -117,9 +117,9 @@ def build_snapshot(data: IndexData, active: tuple[str, ...], weights: Mapping[st
         else search_vectors(dim, 0, rows)
     local = None
     if "orb" in data.vectors:  # regions' points are in their own crop's pixels
-        owner_keys = np.concatenate([keys, region_keys(data) if store is not None else np.zeros(len(data.regions), np.int64)])
+        regions = region_keys(data) if store is not None else np.zeros(len(data.regions), np.int64)
         local = LocalIndex.build(data.vectors["orb"], data.present["orb"], data.regions.vectors.get("orb"),
-                                 neighbours, owner_keys, _fingerprint(data, "orb"))
+                                 neighbours, np.concatenate([keys, regions]), _fingerprint(data, "orb"))
     region_index, region_weights = _region_index(data, features, used)
     return Snapshot(data=data, features=features, weights=used, index=index, local=local,
                     region_index=region_index, region_weights=region_weights,
@@ -166,9 +166,8 @@ def _thumbprints(data: IndexData, store: NeighbourStore | None = None, keys: np.
         inks[block] = thumbprint.ink(grids[block])
     found = {"thumbprints": units, "inks": inks}
     if store is not None:
-        signature = hashlib.sha256(data.fingerprints.get("thumbprint", "").encode()).hexdigest()[:16]
         found["thumbprint_index"] = store.vectors("thumbprints", units.shape[1], keys, lambda which: units[which],
-                                                  signature, present=present)
+                                                  _fingerprint(data, "thumbprint"), present=present)
     elif len(units) > exact_up_to(units.shape[1]):  # a query's scan of them all would outlast its search
         found["thumbprint_index"] = search_vectors(units.shape[1], len(units), lambda which: units[which])
     return found
