@@ -423,12 +423,9 @@ class MilvusVectors:
         queries = np.ascontiguousarray(queries, np.float32).reshape(len(queries), -1)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         rows = np.full((len(queries), k), -1, np.int64)
-        for start in range(0, len(queries), SEARCH_VECTORS):
-            hits = self._store._request("search", self._collection, data=list(queries[start:start + SEARCH_VECTORS]),
-                                        limit=k, anns_field="vector", search_params=params)
-            for i, found in enumerate(hits, start):
-                row, score = _rows_of(self._sorted_keys, self._row, found)
-                rows[i, :len(row)], scores[i, :len(row)] = row, score
+        for i, stored, score in _hits(self._store, self._collection, "vector", list(queries), k, params, SEARCH_VECTORS):
+            at, known = _find(self._sorted_keys, stored)
+            rows[i, :known.sum()], scores[i, :known.sum()] = self._row[at[known]], score[known]
         return scores, rows
 
 
@@ -445,25 +442,27 @@ class MilvusCodes:
         distances = np.full((len(codes), k), np.iinfo(np.int32).max, np.int32)
         ids = np.full((len(codes), k), -1, np.int64)
         params = _search_params(self._kind, k, probes)
-        for start in range(0, len(codes), SEARCH_CODES):
-            hits = self._store._request("search", self._collection, data=[c.tobytes() for c in codes[start:start + SEARCH_CODES]],
-                                        limit=k, anns_field="code", search_params=params)
-            for i, found in enumerate(hits, start):
-                stored = np.array([hit["id"] for hit in found], np.int64)
-                at = np.searchsorted(self._sorted_keys, stored >> SLOT_BITS).clip(0, max(len(self._sorted_keys) - 1, 0))
-                known = (self._sorted_keys[at] == stored >> SLOT_BITS) if len(self._sorted_keys) else np.zeros(0, bool)
-                positions = self._offsets[self._order[at[known]]] + (stored[known] & ((1 << SLOT_BITS) - 1))
-                ids[i, :len(positions)] = positions
-                distances[i, :len(positions)] = np.array([hit["distance"] for hit in found])[known]
+        for i, stored, distance in _hits(self._store, self._collection, "code", [c.tobytes() for c in codes], k,
+                                         params, SEARCH_CODES):
+            at, known = _find(self._sorted_keys, stored >> SLOT_BITS)
+            positions = self._offsets[self._order[at[known]]] + (stored[known] & ((1 << SLOT_BITS) - 1))
+            ids[i, :len(positions)], distances[i, :len(positions)] = positions, distance[known]
         return distances, ids
 
 
-def _rows_of(sorted_keys: np.ndarray, row_of_sorted: np.ndarray, hits: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Row numbers and scores of one query's hits, dropping any id this index no longer holds."""
-    stored = np.array([hit["id"] for hit in hits], np.int64)
-    scores = np.array([hit["distance"] for hit in hits], np.float32)
-    if not len(sorted_keys) or not len(stored):
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    at = np.searchsorted(sorted_keys, stored).clip(0, len(sorted_keys) - 1)
-    known = sorted_keys[at] == stored
-    return row_of_sorted[at[known]], scores[known]
+def _hits(store: MilvusStore, collection: str, field: str, queries: list, k: int, params: dict, per_request: int):
+    """(query number, stored ids, distances) of each query's hits, asked `per_request` at a time."""
+    for start in range(0, len(queries), per_request):
+        answers = store._request("search", collection, data=queries[start:start + per_request], limit=k,
+                                 anns_field=field, search_params=params)
+        for i, found in enumerate(answers, start):
+            yield i, np.array([hit["id"] for hit in found], np.int64), np.array([hit["distance"] for hit in found])
+
+
+def _find(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `wanted` is in `sorted_keys`, and whether it is there at all (a hit on a
+    row this index no longer holds is dropped)."""
+    if not len(sorted_keys):
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    at = np.searchsorted(sorted_keys, wanted).clip(0, len(sorted_keys) - 1)
+    return at, sorted_keys[at] == wanted

@@ -165,11 +165,11 @@ def _thumbprints(data: IndexData, store: NeighbourStore | None = None, keys: np.
         units[block] = thumbprint.units(grids[block]) * present[block, None]
         inks[block] = thumbprint.ink(grids[block])
     found = {"thumbprints": units, "inks": inks}
-    if store is not None:
-        found["thumbprint_index"] = store.vectors("thumbprints", units.shape[1], keys, lambda which: units[which],
-                                                  _fingerprint(data, "thumbprint"), present=present)
-    elif len(units) > exact_up_to(units.shape[1]):  # a query's scan of them all would outlast its search
-        found["thumbprint_index"] = search_vectors(units.shape[1], len(units), lambda which: units[which])
+    # A store keeps them always; this process only where a query's scan of them all would
+    # outlast its search.
+    if store is not None or len(units) > exact_up_to(units.shape[1]):
+        found["thumbprint_index"] = (store or IN_PROCESS).vectors(
+            "thumbprints", units.shape[1], keys, lambda which: units[which], _fingerprint(data, "thumbprint"), present)
     return found
 
 
