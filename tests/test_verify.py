@@ -87,6 +87,17 @@ def test_a_photo_at_an_angle_is_aligned_by_its_perspective_and_keeps_its_points(
     assert check.inliers >= 75  # of 80 true matches; a similarity keeps far fewer within 8 px
 
 
+def test_a_photo_at_an_angle_is_aligned_among_many_chance_matches():
+    """A busy candidate: a dozen chance matches for each right one (repeated corners, shared
+    frames).  The perspective is still found, every time, not by luck of the draw."""
+    corners = np.float32([[0, 0], [512, 0], [512, 512], [0, 512]])
+    photo = cv2.getPerspectiveTransform(corners, np.float32([[40, 20], [480, 50], [500, 470], [15, 495]]))
+    for seed in range(6):
+        check = geometric_check(*_correspondences(photo, seed=seed, outliers=1000))
+        assert len(check.transform) == 9, seed
+        assert check.inliers >= 75, seed
+
+
 def test_plain_edits_keep_the_similarity_and_wild_perspectives_are_refused():
     angle = np.deg2rad(20)
     similarity = np.array([[0.8 * np.cos(angle), -0.8 * np.sin(angle), 60],

@@ -18,12 +18,6 @@ from features.orb import unpack
 
 NEIGHBOURS = 8
 MAX_HAMMING = 56  # of 256 bits: beyond this two ORB descriptors are unrelated
-# Lists scanned per point, where the codes' index has lists: the library-wide duplicate
-# pass scans the index's own (neighbours.CODE_PROBES, 12: its recall on
-# bench/duplicates_peers.py moves by a pair either way at 6 or 8); a search, which checks
-# 400 points of each view, QUERY_PROBES: bench/quality.py gives the same figures at 6 as
-# at 12, and the scan takes half as long.
-QUERY_PROBES = 6
 
 
 @dataclass
@@ -57,24 +51,23 @@ class LocalIndex:
                             np.array([len(d) for d in descriptors]), codes, signature)
         return cls(index=index, owner=np.concatenate(owners), point=np.concatenate(points), images=len(rows))
 
-    def matches(self, descriptors: np.ndarray, xy: np.ndarray, at_least: int = 1,
-                probes: int | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def matches(self, descriptors: np.ndarray, xy: np.ndarray,
+                at_least: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """For each owner with `at_least` close descriptors: (query points, stored points) pairs.
 
         Each query point gives one correspondence per owner, its nearest stored
-        point there; pairs come in query-point order.  `probes`: lists scanned
-        per point, where the index has lists (default: the index's own)."""
-        return self.matches_many([(descriptors, xy)], at_least, probes)[0]
+        point there; pairs come in query-point order."""
+        return self.matches_many([(descriptors, xy)], at_least)[0]
 
-    def matches_many(self, queries: list[tuple[np.ndarray, np.ndarray]], at_least: int = 1,
-                     probes: int | None = None) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
+    def matches_many(self, queries: list[tuple[np.ndarray, np.ndarray]],
+                     at_least: int = 1) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
         """`matches` for many (descriptors, xy) at once, in one search of the index: the
         library-wide pass asks for thousands of pictures' points, and one search per
         picture spent more on starting each search than on comparing codes."""
         sizes = [len(descriptors) for descriptors, _ in queries]
         if not sum(sizes):
             return [{} for _ in queries]
-        distances, ids = self.index.search(np.concatenate([d for d, _ in queries if len(d)]), NEIGHBOURS, probes)
+        distances, ids = self.index.search(np.concatenate([d for d, _ in queries if len(d)]), NEIGHBOURS)
         found, start = [], 0
         for (descriptors, xy), size in zip(queries, sizes):
             found.append(self._grouped(distances[start:start + size], ids[start:start + size], xy, at_least))

@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image
 
 from engine.images.decode import analysis_scale
-from engine.match.localindex import QUERY_PROBES
 from engine.index.snapshot import Snapshot, cosines
 from engine.images.thumbs import grey_preview
 from engine.match.judge import Evidence, Judgement, compares_drawing, drawing_of, judge
@@ -101,7 +100,7 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
     thumbprint twins (of the same colours, unless the query ignores colour)."""
     checks: dict[int, Verification] = {}
     if snapshot.local is not None:
-        found = verify_all(Points.of_image(image), snapshot.local, regions=True, probes=QUERY_PROBES)
+        found = verify_all(Points.of_image(image), snapshot.local, regions=True)
         checks = {row: check for row, check in found.items() if row < snapshot.local.images}
         # A region is checked in its own crop's pixels, at the scale a query of it shows;
         # its image keeps whichever check agrees more, with the region's outline as its box.

@@ -83,13 +83,12 @@ class Points:
 
 
 def verify_all(points: Points, local: LocalIndex, exclude: int | None = None,
-               regions: bool = False, probes: int | None = None,
-               found: list[dict] | None = None) -> dict[int, Verification]:
+               regions: bool = False, found: list[dict] | None = None) -> dict[int, Verification]:
     """Best verification per image row that shares enough descriptors with `points`;
     with `regions`, regions too (as local.images + region number).  `found`: what
     `local.matches` gives each of the views, when it was asked already (`view_queries`)."""
     if found is None:
-        found = local.matches_many(view_queries(points), at_least=MIN_MATCHES, probes=probes)
+        found = local.matches_many(view_queries(points), at_least=MIN_MATCHES)
     best: dict[int, Verification] = {}
     for (mirrored, _, _), matched in zip(points.views, found):
         for row, (src, dst) in matched.items():
@@ -156,7 +155,7 @@ def with_twins(checks: dict[int, Verification], twins: dict[int, float]) -> dict
 def geometric_check(src: np.ndarray, dst: np.ndarray, mirrored: bool = False) -> Verification:
     """Inliers of one mapping from src to dst points, and their box in dst: a similarity,
     or a mild perspective where one explains more of the points (a photo at an angle)."""
-    if len(src) < MIN_MATCHES:
+    if len(src) < MIN_MATCHES or _distinct(dst) < MIN_MATCHES:  # never enough inliers: no RANSAC
         return NONE
     # 4 degrees of freedom first: chance matches on repeated corners rarely agree on one.
     transform, mask = cv2.estimateAffinePartial2D(
@@ -191,6 +190,10 @@ MAX_PERSPECTIVE = 0.2
 # every candidate a homography's RANSAC took 4 ms (most of the library pass), and chance
 # matches rarely agree on 16 points.
 PERSPECTIVE_FROM = 16
+# Inside the matched area a mild perspective moves points no farther from the similarity
+# than it moves the area's corners; this margin over MAX_PERSPECTIVE covers the rounding of
+# that argument (a projective map is not linear between its corners).
+NEAR_SIMILARITY = 1.5
 
 
 def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
@@ -203,6 +206,20 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
     engine/match/agreement.py) fails where the rest is misaligned."""
     if inliers < PERSPECTIVE_FROM:
         return None
+    (x0, y0), (x1, y1) = src.min(axis=0), src.max(axis=0)
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+    by_similarity = corners @ similarity[:, :2].T + similarity[:, 2]
+    side = float(np.ptp(by_similarity, axis=0).max())
+    # A mapping this check accepts puts no point much farther from where the similarity
+    # puts it than it puts the corners, so matches beyond that can never be its inliers:
+    # left out, they no longer drown the right ones, and RANSAC is sure of its model in a
+    # few dozen tries instead of running all of them (most of the library pass's time
+    # went to candidates full of chance matches).
+    reach = NEAR_SIMILARITY * MAX_PERSPECTIVE * side + RANSAC_PIXELS
+    near = np.linalg.norm(src @ similarity[:, :2].T + similarity[:, 2] - dst, axis=1) <= reach
+    if _distinct(dst[near]) <= inliers:
+        return None
+    src, dst = src[near], dst[near]
     homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_PIXELS, maxIters=RANSAC_ITERATIONS, confidence=RANSAC_CONFIDENCE)
     if homography is None:
         return None
@@ -210,11 +227,7 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
     count = _distinct(kept)
     if count <= inliers:
         return None
-    (x0, y0), (x1, y1) = src.min(axis=0), src.max(axis=0)
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
     by_homography = cv2.perspectiveTransform(corners[None], homography)[0]
-    by_similarity = corners @ similarity[:, :2].T + similarity[:, 2]
-    side = float(np.ptp(by_similarity, axis=0).max())
     if not np.isfinite(by_homography).all() or np.abs(by_homography - by_similarity).max() > MAX_PERSPECTIVE * side:
         return None
     return homography, kept, count
