@@ -70,6 +70,20 @@ def test_confidence_ranks_every_verified_copy_above_any_unverified_lookalike():
     assert confidence(0.9, unverified) > confidence(0.5, unverified)
 
 
+def test_a_few_agreeing_points_outrank_a_lookalike_of_sparse_line_art():
+    """A thin design under a watermark keeps a dozen of its points; any sparse drawing on
+    white scores near 1 on colour and shape.  The points rank it first, without making
+    it a copy; chance agreement (a small share of many matches) ranks nothing."""
+    from engine.match.verdict import SIMILAR, confidence, verdict
+    from engine.match.verify import NONE, Verification
+
+    kept = Verification(inliers=12, box=(0, 0, 1, 1), mirrored=False, matches=30)
+    chance = Verification(inliers=9, box=(0, 0, 1, 1), mirrored=False, matches=80)
+    assert confidence(0.85, kept) > confidence(0.997, NONE)
+    assert confidence(0.85, chance) < confidence(0.997, NONE)
+    assert verdict({"hsv": 0.85}, 0.85, kept) == SIMILAR
+
+
 def _correspondences(mapping: np.ndarray, seed: int = 0, points: int = 80, outliers: int = 40):
     """Points of a 512 px picture and where `mapping` (3x3) takes them, plus chance matches."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from engine.images.decode import analysis_scale
 from engine.index.snapshot import Snapshot, cosines
 from engine.images.thumbs import grey_preview
 from engine.match.judge import Evidence, Judgement, compares_drawing, drawing_of, judge
-from engine.match.verdict import VERDICT_ORDER, confidence, support, verified
+from engine.match.verdict import VERDICT_ORDER, confidence, rank_support, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
 from features.fusion import fuse_query, normalize_weights, weighted_score
@@ -85,7 +85,7 @@ def search(
     checks: dict[int, Verification] = {}
     if image is not None:
         checks = _verify(snapshot, image, {n: query[n] for n in shares})
-        supported = (r for r, c in checks.items() if verified(c) or support(c) > 0)
+        supported = (r for r, c in checks.items() if verified(c) or rank_support(c) > 0)
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
