@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""The local-feature lookup of the library-wide duplicate pass, as the library grows.
+
+Reads the ORB codes of a real index (`image.py index` of real designs, such as Debian's
+openclipart-png), then adds made-up designs' codes up to each size asked for: real
+codes with 16 of their 256 bits flipped, so that they fall into the inverted file's
+lists as real codes do (the lookup's cost is the codes in the lists it scans; codes
+moved farther, 48 bits, pile into a few lists, 5x the mean instead of 1.4x, and the
+lookup slows tenfold more: not what real designs do).  For each size it builds the
+codes' index as a snapshot does (engine/index/neighbours.py) and times what the pass
+asks of it per design: 250 points as is and 250 mirrored, 8 neighbours each.
+
+    python bench/local_lookup.py --cache CACHE --codes 3000000,12000000,36700000
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.index.neighbours import IN_PROCESS  # noqa: E402
+from engine.index.store import load  # noqa: E402
+from engine.match.duplicates import LIBRARY_POINTS  # noqa: E402
+from engine.match.localindex import NEIGHBOURS  # noqa: E402
+from features.orb import unpack  # noqa: E402
+
+FLIPPED_BITS = 16
+QUERY_DESIGNS = 40
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, required=True, help="cache folder holding the real designs' index")
+    parser.add_argument("--codes", default="3000000,12000000,36700000", help="library sizes, in codes")
+    args = parser.parse_args()
+    data = load(args.cache / "index.npz")
+    rows = data.vectors["orb"]
+    owners = np.flatnonzero(data.present["orb"])
+    real = np.ascontiguousarray(np.concatenate([unpack(rows[r])[1] for r in owners]))
+    per_design = len(real) / len(owners)
+    rng = np.random.default_rng(0)
+    asked = rng.choice(owners, QUERY_DESIGNS, replace=False)
+    queries = np.ascontiguousarray(np.concatenate([unpack(rows[r])[1][:LIBRARY_POINTS] for r in asked] * 2))
+    print(f"{len(real):,} real codes of {len(owners):,} designs ({per_design:.0f} points a design)")
+    for size in (int(n) for n in args.codes.split(",")):
+        codes = grown(real, size, rng)
+        started = time.perf_counter()
+        index = IN_PROCESS.codes("orb", np.zeros(1, np.int64), np.array([len(codes)]), codes, "")
+        built = time.perf_counter() - started
+        index.search(queries[:LIBRARY_POINTS], NEIGHBOURS)  # first touch of every list
+        started = time.perf_counter()
+        index.search(queries, NEIGHBOURS)
+        each = (time.perf_counter() - started) / QUERY_DESIGNS
+        print(f"{len(codes):>12,} codes ({len(codes) / per_design:>9,.0f} designs): index built in {built:5.1f} s, "
+              f"lookup {1000 * each:7.1f} ms a design", flush=True)
+        del index, codes
+
+
+def grown(real: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` codes: the real ones first, then real ones with FLIPPED_BITS bits flipped."""
+    parts, have = [real[:size]], min(size, len(real))
+    while have < size:
+        block = real[rng.integers(0, len(real), min(len(real), size - have))]
+        bits = np.unpackbits(block, axis=1)
+        flips = rng.random(bits.shape) < FLIPPED_BITS / bits.shape[1]
+        parts.append(np.packbits(bits ^ flips, axis=1))
+        have += len(block)
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
+if __name__ == "__main__":
+    main()
