@@ -137,8 +137,8 @@ def confidence(score: float, check: Verification) -> float:
 def rank_support(check: Verification) -> float:
     """Agreeing points, 0-1, however few, for ranking alone: a thin design under a
     watermark keeps a dozen of its points, while the fused score of any sparse line
-    art on white is near 1 and ranks nothing (bench/quality.py: recall@1 0.883 ->
-    0.910 on its first draw).  Verdicts never use it."""
+    art on white is near 1 and ranks nothing (bench/quality.py's watermark and rotate
+    queries).  Verdicts never use it."""
     if check.inliers < MIN_MATCHES or check.inliers < MIN_AGREEMENT * check.matches:
         return 0.0
     return min(1.0, check.inliers / DUPLICATE_INLIERS)

@@ -213,8 +213,8 @@ def _perspective(src: np.ndarray, dst: np.ndarray, similarity: np.ndarray,
     # A mapping this check accepts puts no point much farther from where the similarity
     # puts it than it puts the corners, so matches beyond that can never be its inliers:
     # left out, they no longer drown the right ones, and RANSAC is sure of its model in a
-    # few dozen tries instead of running all of them (most of the library pass's time
-    # went to candidates full of chance matches).
+    # few dozen tries instead of running all of them (the library pass's candidates are
+    # mostly full of chance matches).
     reach = NEAR_SIMILARITY * MAX_PERSPECTIVE * side + RANSAC_PIXELS
     near = np.linalg.norm(src @ similarity[:, :2].T + similarity[:, 2] - dst, axis=1) <= reach
     if _distinct(dst[near]) <= inliers:
