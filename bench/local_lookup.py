@@ -5,11 +5,11 @@ Reads the ORB codes of a real index (`image.py index` of real designs, such as D
 openclipart-png), then adds made-up designs' codes up to each size asked for: real
 codes with 16 of their 256 bits flipped.  The lookup's cost is the codes in the lists
 it scans, and made-up codes fill the inverted file's lists less evenly than real ones
-(FAISS's imbalance factor at 12 million codes 3.3, where the real codes' is 1.4; with 48
+(FAISS's imbalance factor at 12 million codes about 3.4, where the real codes' is 1.4; with 48
 bits flipped 5.0), so past the real codes the times printed are on the high side: the
 imbalance factor is printed beside them.  For each size it builds the codes' index as
 a snapshot does (engine/index/neighbours.py) and times what the pass asks of it per
-design: 250 points as is and 250 mirrored, 8 neighbours each.
+design: its 250 strongest points as is and 125 mirrored, 8 neighbours each.
 
     python bench/local_lookup.py --cache CACHE --codes 3000000,12000000,36700000
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.index.neighbours import IN_PROCESS  # noqa: E402
 from engine.index.store import load  # noqa: E402
-from engine.match.duplicates import LIBRARY_POINTS  # noqa: E402
+from engine.match.duplicates import LIBRARY_MIRROR_POINTS, LIBRARY_POINTS  # noqa: E402
 from engine.match.localindex import NEIGHBOURS  # noqa: E402
 from features.orb import unpack  # noqa: E402
 
@@ -46,7 +46,9 @@ def main() -> None:
     per_design = len(real) / len(owners)
     rng = np.random.default_rng(0)
     asked = rng.choice(owners, QUERY_DESIGNS, replace=False)
-    queries = np.ascontiguousarray(np.concatenate([unpack(rows[r])[1][:LIBRARY_POINTS] for r in asked] * 2))
+    mirrored = data.vectors["orb_mirror"]
+    queries = np.ascontiguousarray(np.concatenate([unpack(rows[r])[1][:LIBRARY_POINTS] for r in asked]
+                                                  + [unpack(mirrored[r])[1][:LIBRARY_MIRROR_POINTS] for r in asked]))
     print(f"{len(real):,} real codes of {len(owners):,} designs ({per_design:.0f} points a design)")
     for size in (int(n) for n in args.codes.split(",")):
         codes = grown(real, size, rng)

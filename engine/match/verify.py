@@ -74,12 +74,17 @@ class Points:
         return cls(views=((False, *plain), (True, *mirrored)))
 
     @classmethod
-    def of_row(cls, row: np.ndarray, limit: int | None = None, mirrored_row: np.ndarray | None = None) -> "Points":
-        """An indexed image, from its stored rows (and its mirror image's, when stored)."""
-        views = [(False, *unpack(row))]
+    def of_row(cls, row: np.ndarray, limit: int | None = None, mirrored_row: np.ndarray | None = None,
+               mirrored_limit: int | None = None) -> "Points":
+        """An indexed image, from its stored rows (and its mirror image's, when stored), the
+        strongest `limit` points of the first and `mirrored_limit` (default: `limit`) of the other."""
+        xy, descriptors = unpack(row)
+        views = [(False, xy[:limit], descriptors[:limit])]
         if mirrored_row is not None:
-            views.append((True, *unpack(mirrored_row)))
-        return cls(views=tuple((m, xy[:limit], d[:limit]) for m, xy, d in views))
+            xy, descriptors = unpack(mirrored_row)
+            limit = limit if mirrored_limit is None else mirrored_limit
+            views.append((True, xy[:limit], descriptors[:limit]))
+        return cls(views=tuple(views))
 
 
 def verify_all(points: Points, local: LocalIndex, exclude: int | None = None,
