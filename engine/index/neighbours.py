@@ -32,9 +32,9 @@ BLOCK = 8192
 # inverted file's and needs no training; beyond, lists of about CODES_PER_LIST codes keep a
 # point's scan short, k-means on CODE_TRAIN_PER_LIST codes per list is plenty for coarse
 # buckets (and keeps start-up short), and CODE_PROBES lists are scanned per point: a search
-# (400 points of each view) and the library-wide duplicate pass (250) alike.  At 6,
-# bench/quality.py gives the figures it gives at 12, and bench/duplicates_peers.py's pairs
-# move by one or two either way on its four draws; the scan takes 60% as long.
+# (400 points of each view) and the library-wide duplicate pass (250, 125 mirrored) alike.
+# At 6, bench/quality.py gives the figures it gives at 12, and bench/duplicates_peers.py's
+# pairs move by one or two either way on its four draws; the scan takes 60% as long.
 EXACT_CODES_BELOW = 50_000
 CODES_PER_LIST = 640
 MAX_CODE_LISTS = 2048
