@@ -134,8 +134,9 @@ class MilvusStore:
             self._request("insert", collection, [{"id": int(keys[r]), "vector": v} for r, v in zip(which, block)])
         if len(missing) or len(gone):
             self._request("flush", collection)
-        self._index_for(collection, "vector", index_kind(self.uri, False, len(wanted), dim))
-        return MilvusVectors(self, collection, keys, wanted, dim)
+        kind = index_kind(self.uri, False, len(wanted), dim)
+        self._index_for(collection, "vector", kind)
+        return MilvusVectors(self, collection, keys, wanted, kind)
 
     def codes(self, name: str, keys: np.ndarray, counts: np.ndarray, codes: np.ndarray,
               signature: str) -> CodeIndex:
@@ -178,8 +179,9 @@ class MilvusStore:
         if (~sent).any():  # sealed, for the server to index, and the ledger seen by the next process
             self._request("flush", collection)
             self._request("flush", ledger)
-        self._index_for(collection, "code", index_kind(self.uri, True, len(codes)))
-        return MilvusCodes(self, collection, keys, offsets)
+        kind = index_kind(self.uri, True, len(codes), codes.shape[1] * 8)
+        self._index_for(collection, "code", kind)
+        return MilvusCodes(self, collection, keys, offsets, kind)
 
     def _index_for(self, collection: str, field: str, kind: dict) -> None:
         """Build the index this many rows call for, where the collection has another: it grew
@@ -354,7 +356,7 @@ def rows_per_insert(row_bytes: int) -> int:
     return int(np.clip(INSERT_BYTES // max(row_bytes, 1), 1, INSERT_ROWS))
 
 
-def index_kind(uri: str, binary: bool, size: int, dim: int = 0) -> dict:
+def index_kind(uri: str, binary: bool, size: int, dim: int) -> dict:
     """The index a collection of `size` rows gets: on a server, the one this process would
     build for as many (neighbours.py), so results do not depend on the store; in Lite,
     which builds no other, a flat scan.  Binary codes: flat below EXACT_CODES_BELOW, then
@@ -398,9 +400,8 @@ def _message(exc: Exception) -> str:
 class MilvusVectors:
     """A collection of float vectors as a neighbours.VectorIndex: answers row numbers."""
 
-    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, rows: np.ndarray, dim: int) -> None:
-        self._store, self._collection = store, collection
-        self._kind = index_kind(store.uri, False, len(rows), dim)
+    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, rows: np.ndarray, kind: dict) -> None:
+        self._store, self._collection, self._kind = store, collection, kind  # kind: the collection's index_kind
         order = np.argsort(keys[rows], kind="stable")
         self._sorted_keys, self._row = keys[rows][order], rows[order]
 
@@ -432,9 +433,9 @@ class MilvusVectors:
 class MilvusCodes:
     """A collection of binary codes as a neighbours.CodeIndex: answers positions in the codes."""
 
-    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, offsets: np.ndarray) -> None:
-        self._store, self._collection = store, collection
-        self._kind = index_kind(store.uri, True, int(offsets[-1]))
+    def __init__(self, store: MilvusStore, collection: str, keys: np.ndarray, offsets: np.ndarray,
+                 kind: dict) -> None:
+        self._store, self._collection, self._kind = store, collection, kind  # kind: the collection's index_kind
         self._order = np.argsort(keys, kind="stable")
         self._sorted_keys, self._offsets = keys[self._order], offsets
 

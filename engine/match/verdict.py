@@ -145,8 +145,7 @@ def rank_support(check: Verification) -> float:
 
 
 def support(check: Verification) -> float:
-    """Local evidence short of a verified copy, 0-1: agreeing points that rank a result
-    above colour-only lookalikes without making it a copy (a design on a busy sheet)."""
-    if not nearly_verified(check):
-        return 0.0
-    return min(1.0, check.inliers / DUPLICATE_INLIERS)
+    """Local evidence a few points short of a verified copy (`nearly_verified`), 0-1: what
+    coinciding drawings may confirm as a copy (engine/match/judge.py), and what makes a
+    pair worth judging in the library-wide pass."""
+    return rank_support(check) if nearly_verified(check) else 0.0
