@@ -21,7 +21,7 @@ DETAIL_SIDE = 2048
 CROP_SIDE = 384
 MIN_AREA = 0.004  # of the picture: smaller components are fragments, not designs
 MIN_SIDE = 16  # pixels of the analysis picture
-VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-orb-v5"
+VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-orb-shape-v6"
 
 
 def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:

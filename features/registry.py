@@ -45,8 +45,10 @@ class Feature:
 FEATURES = (
     # What a design is.  Regions get it: it recognises a design however small on the sheet.
     Feature("clip", clip.ClipExtractor, clip.WEIGHTS, default_weight=0.5, in_regions=True),
-    # Its shape.  Not for regions: a third of the network work per crop for a second opinion.
-    Feature("resnet", resnet.ResnetExtractor, resnet.WEIGHTS, default_weight=0.3,
+    # Its shape.  Regions get it too, so that a region's score weighs what a whole design's
+    # does: scored on colour alone, regions of unrelated sheets outranked a small design's
+    # own original (bench/quality.py, without CLIP).
+    Feature("resnet", resnet.ResnetExtractor, resnet.WEIGHTS, default_weight=0.3, in_regions=True,
             fallback=efficientnet.bundled),
     # How it looks in colour: counts least, as designs that share a palette are not alike.
     Feature("hsv", HsvHistogram, default_weight=0.2, in_workers=True, in_regions=True),

@@ -1,6 +1,6 @@
 """Regions: a single design finds the sheet it sits on, with its box, one result per sheet."""
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from engine import Engine
 from engine.index import neighbours
@@ -55,9 +55,9 @@ def test_design_on_a_sheet_is_found_with_its_box(cfg, collection, library, monke
     sheet_sha = next(e.sha256 for e in engine.snapshot.data.entries if e.path == "sheet.png")
     regions = engine.snapshot.data.regions.parents.count(sheet_sha)
     assert 4 <= regions <= MAX_REGIONS
-    # Regions are embedded with CLIP and colour only: ResNet work stays one input per image.
+    # Regions are embedded with every fused feature, as whole images are.
     images, all_regions = len(engine.snapshot.data), len(engine.snapshot.data.regions)
-    assert (clip.embedded, resnet.embedded) == (images + all_regions, images)
+    assert (clip.embedded, resnet.embedded) == (images + all_regions, images + all_regions)
     design = make_design(301, size=300)
     flat = Image.new("RGB", design.size, "white")
     flat.paste(design, mask=design.getchannel("A"))
@@ -100,3 +100,43 @@ def test_small_design_on_a_catalogue_page_is_verified_with_its_box(cfg):
         top = engine.search_bytes(path.read_bytes(), top_k=1)[0]
         assert top.path == "catalogue.png" and top.verdict in ("duplicate", "exact")
         assert iou(top.box, placed[path]) >= 0.5
+
+
+def blue_shape(kind: str, size: int = 300) -> Image.Image:
+    """One flat blue shape on white: every one of them has the same colours."""
+    image = Image.new("RGB", (size, size), "white")
+    draw, s, blue = ImageDraw.Draw(image), size, (20, 60, 200)
+    if kind == "arrow":
+        draw.polygon([(0.1 * s, 0.4 * s), (0.55 * s, 0.4 * s), (0.55 * s, 0.2 * s), (0.9 * s, 0.5 * s),
+                      (0.55 * s, 0.8 * s), (0.55 * s, 0.6 * s), (0.1 * s, 0.6 * s)], fill=blue)
+    elif kind == "disc":
+        draw.ellipse((0.15 * s, 0.15 * s, 0.85 * s, 0.85 * s), fill=blue)
+    elif kind == "square":
+        draw.rectangle((0.2 * s, 0.2 * s, 0.8 * s, 0.8 * s), fill=blue)
+    elif kind == "ring":
+        draw.ellipse((0.1 * s, 0.1 * s, 0.9 * s, 0.9 * s), outline=blue, width=int(0.12 * s))
+    else:  # cross
+        draw.rectangle((0.4 * s, 0.1 * s, 0.6 * s, 0.9 * s), fill=blue)
+        draw.rectangle((0.1 * s, 0.4 * s, 0.9 * s, 0.6 * s), fill=blue)
+    return image
+
+
+def test_a_small_copy_finds_its_design_before_sheets_that_only_share_its_colours(cfg):
+    # A 36 px copy has too few points to verify and its thumbprint is blurred past a twin's,
+    # so its ranking rests on scores.  The sheets' regions share the arrow's colours exactly;
+    # scored on colour alone, they outranked the arrow itself.  Without downloaded weights,
+    # the bundled shape network is the feature that tells an arrow from a disc.
+    blue_shape("arrow").save(cfg.images / "arrow.png")
+    kinds = ["disc", "square", "ring", "cross"]
+    for n in range(3):
+        sheet = Image.new("RGB", (800, 800), "white")
+        for i, kind in enumerate(kinds[n:] + kinds[:n]):
+            sheet.paste(blue_shape(kind), (50 + (i % 2) * 400, 50 + (i // 2) * 400))
+        sheet.save(cfg.images / f"sheet_{n}.png")
+    engine = Engine(cfg)
+    engine.reindex()
+    assert "resnet" in engine.snapshot.features and len(engine.snapshot.data.regions) >= 12
+    small = blue_shape("arrow").resize((36, 36), Image.Resampling.LANCZOS)
+    results = engine.search_bytes(encode(small), top_k=4)
+    assert results[0].path == "arrow.png"
+    assert all(r.scores["resnet"] is not None for r in results)  # the sheets' scores weigh shape too
