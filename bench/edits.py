@@ -49,6 +49,8 @@ def signature(path: Path) -> np.ndarray:
 
 def twins_of(sig: np.ndarray, signatures: np.ndarray, threshold: float = 0.95) -> list[int]:
     """Corpus designs identical to `sig` (or to its mirror image) at 32x32."""
+    if not sig.any():  # nothing drawn (a fully transparent file): the same as every other blank
+        return [int(i) for i in np.flatnonzero(~signatures.any(axis=1))]
     mirrored = sig.reshape(32, 32)[:, ::-1].ravel()
     close = (signatures @ sig >= threshold) | (signatures @ mirrored >= threshold)
     return [int(i) for i in np.flatnonzero(close)]

@@ -100,7 +100,7 @@ def build(args, work: Path):
     designs = openclipart(args.source, args.seed)
     corpus, outside = designs[: args.corpus], designs[args.corpus:]
     stamp = work / "built.json"
-    settings = {"version": 3, "corpus": args.corpus, "per_kind": args.per_kind, "negatives": args.negatives, "seed": args.seed}
+    settings = {"version": 4, "corpus": args.corpus, "per_kind": args.per_kind, "negatives": args.negatives, "seed": args.seed}
     if stamp.exists() and json.loads(stamp.read_text()) == settings:
         meta = json.loads((work / "queries.json").read_text())
         return corpus, meta["queries"], meta["negatives"]
