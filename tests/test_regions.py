@@ -124,7 +124,7 @@ def blue_shape(kind: str, size: int = 300) -> Image.Image:
 def test_a_small_copy_finds_its_design_before_sheets_that_only_share_its_colours(cfg):
     # A 36 px copy has too few points to verify and its thumbprint is blurred past a twin's,
     # so its ranking rests on scores.  The sheets' regions share the arrow's colours exactly;
-    # scored on colour alone, they outranked the arrow itself.  Without downloaded weights,
+    # scored on colour alone, they would outrank the arrow itself.  Without downloaded weights,
     # the bundled shape network is the feature that tells an arrow from a disc.
     blue_shape("arrow").save(cfg.images / "arrow.png")
     kinds = ["disc", "square", "ring", "cross"]

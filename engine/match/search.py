@@ -122,8 +122,8 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
 def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:
     """Best region per parent row: (fused score, per-feature cosines, box in analysis pixels).
 
-    Regions carry fewer features than whole images; the query's weights are
-    shared out over the ones they have."""
+    Regions carry the fused features whole images do; the query's weights are
+    shared out over those the region index was built with."""
     names = [n for n in snapshot.region_weights if shares.get(n, 0) > 0]
     if snapshot.region_index is None or not names:
         return {}
