@@ -84,6 +84,18 @@ def test_a_few_agreeing_points_outrank_a_lookalike_of_sparse_line_art():
     assert verdict({"hsv": 0.85}, 0.85, kept) == SIMILAR
 
 
+def test_more_agreeing_points_rank_a_copy_above_its_siblings():
+    """A rotated thin star among stars that differ only in their number of points: all score
+    about alike, and the copy's own points, though under a third of its matches, tell it
+    from its siblings (bench/quality.py, seed 2's rotated star_38pt15step)."""
+    from engine.match.verdict import confidence
+    from engine.match.verify import Verification
+
+    own = Verification(inliers=23, box=(0, 0, 1, 1), mirrored=False, matches=79)
+    sibling = Verification(inliers=13, box=(0, 0, 1, 1), mirrored=False, matches=68)
+    assert confidence(0.971, own) > confidence(0.978, sibling)
+
+
 def _correspondences(mapping: np.ndarray, seed: int = 0, points: int = 80, outliers: int = 40):
     """Points of a 512 px picture and where `mapping` (3x3) takes them, plus chance matches."""
     rng = np.random.default_rng(seed)

@@ -34,6 +34,10 @@ MIN_AGREEMENT = 0.3
 DUPLICATE_SCORE = 0.90
 # Fewer agreeing points than DUPLICATE_INLIERS still rank a result up (see `support`).
 SUPPORT_INLIERS = 20
+# For ranking alone, agreeing points count from this share of the correspondences: a thin
+# star turned on its canvas keeps 23 of 79 among siblings that keep 13 of 68, and those 23
+# are what tells it from them.  Chance agreement among repeated corners stays below (9 of 80).
+RANK_AGREEMENT = 0.2
 # Points short of the points rule that aligned drawings coinciding can make up for
 # (engine/match/judge.py): with the built-in rule, 20 to 29.
 POINTS_SHORT = DUPLICATE_INLIERS - SUPPORT_INLIERS
@@ -139,7 +143,7 @@ def rank_support(check: Verification) -> float:
     watermark keeps a dozen of its points, while the fused score of any sparse line
     art on white is near 1 and ranks nothing (bench/quality.py's watermark and rotate
     queries).  Verdicts never use it."""
-    if check.inliers < MIN_MATCHES or check.inliers < MIN_AGREEMENT * check.matches:
+    if check.inliers < MIN_MATCHES or check.inliers < RANK_AGREEMENT * check.matches:
         return 0.0
     return min(1.0, check.inliers / DUPLICATE_INLIERS)
 
