@@ -21,7 +21,7 @@ DETAIL_SIDE = 2048
 CROP_SIDE = 384
 MIN_AREA = 0.004  # of the picture: smaller components are fragments, not designs
 MIN_SIDE = 16  # pixels of the analysis picture
-VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-orb-shape-v6"
+VERSION = f"regions-cc-{MAX_REGIONS}-detail{DETAIL_SIDE}-crop{CROP_SIDE}-min04-orb-v5"
 
 
 def propose(image: Image.Image) -> list[tuple[int, int, int, int]]:
@@ -57,7 +57,11 @@ class RegionProposals:
     dim = 0
 
     def fingerprint(self) -> str:
-        return VERSION
+        """The proposals' version and the features regions carry: a region made before a
+        feature was carried lacks its vector, so regions are redone when the list changes."""
+        from features.registry import IN_REGIONS  # the registry lists this class: imported late
+
+        return f"{VERSION}:{'+'.join(sorted(IN_REGIONS))}"
 
     def embed(self, images) -> np.ndarray:
         return np.zeros((len(images), 0), dtype=np.float32)
