@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from engine import Engine
-from engine.match.verify import geometric_check
+from engine.match.verdict import confidence
+from engine.match.verify import Verification, geometric_check
 from features.hsv import HsvHistogram
 from features.orb import OrbFeatures
 from conftest import encode, flat, make_design
@@ -88,9 +89,6 @@ def test_more_agreeing_points_rank_a_copy_above_its_siblings():
     """A rotated thin star among stars that differ only in their number of points: all score
     about alike, and the copy's own points, though under a third of its matches, tell it
     from its siblings (bench/quality.py, seed 2's rotated star_38pt15step)."""
-    from engine.match.verdict import confidence
-    from engine.match.verify import Verification
-
     own = Verification(inliers=23, box=(0, 0, 1, 1), mirrored=False, matches=79)
     sibling = Verification(inliers=13, box=(0, 0, 1, 1), mirrored=False, matches=68)
     assert confidence(0.971, own) > confidence(0.978, sibling)

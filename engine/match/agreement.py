@@ -41,8 +41,8 @@ TOLERANCE = 2
 # most, and stops early: it corrects a few pixels, and it runs for every pair of template
 # siblings in the library-wide pass (a sixth of that pass's time on openclipart's 8,121
 # designs; 50 iterations cost twice that, full-size previews three times, for at most
-# one more copy found on the benchmarks).  It is used only where it keeps this share of the overlap
-# the points verified.
+# one more copy found on the benchmarks).  It is used only where it keeps this share
+# of the overlap the points verified.
 REFINE_SIDE = 128
 REFINE_ITERATIONS = 20
 REFINE_EPSILON = 1e-3
