@@ -9,9 +9,11 @@ it scans, and made-up codes fill the inverted file's lists less evenly than real
 bits flipped 5.0), so past the real codes the times printed are on the high side: the
 imbalance factor is printed beside them.  For each size it builds the codes' index as
 a snapshot does (engine/index/neighbours.py) and times what the pass asks of it per
-design: its 250 strongest points as is and 125 mirrored, 8 neighbours each.
+design: its 250 strongest points as is and 125 mirrored, 8 neighbours each.  With
+--compare it times the inverted file of capped lists too at every size (the index a
+snapshot builds below neighbours.VOCABULARY_FROM codes), in the same run.
 
-    python bench/local_lookup.py --cache CACHE --codes 3000000,12000000,36700000
+    python bench/local_lookup.py --cache CACHE --codes 3000000,12000000,36700000 [--compare]
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.index.neighbours import IN_PROCESS  # noqa: E402
+from engine.index.neighbours import (CODE_PROBES, CODE_TRAIN_PER_LIST, EXACT_CODES_BELOW, IN_PROCESS,  # noqa: E402
+                                     binary_codes, code_lists)
 from engine.index.store import load  # noqa: E402
 from engine.match.duplicates import LIBRARY_MIRROR_POINTS, LIBRARY_POINTS  # noqa: E402
 from engine.match.localindex import NEIGHBOURS  # noqa: E402
@@ -38,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, required=True, help="cache folder holding the real designs' index")
     parser.add_argument("--codes", default="3000000,12000000,36700000", help="library sizes, in codes")
+    parser.add_argument("--compare", action="store_true", help="time the inverted file of capped lists too")
     args = parser.parse_args()
     data = load(args.cache / "index.npz")
     rows = data.vectors["orb"]
@@ -52,21 +56,29 @@ def main() -> None:
     print(f"{len(real):,} real codes of {len(owners):,} designs ({per_design:.0f} points a design)")
     for size in (int(n) for n in args.codes.split(",")):
         codes = grown(real, size, rng)
-        started = time.perf_counter()
-        index = IN_PROCESS.codes("orb", np.zeros(1, np.int64), np.array([len(codes)]), codes, "")
-        built = time.perf_counter() - started
-        index.search(queries[:LIBRARY_POINTS], NEIGHBOURS)  # first touch of every list
-        started = time.perf_counter()
-        index.search(queries, NEIGHBOURS)
-        each = (time.perf_counter() - started) / QUERY_DESIGNS
-        print(f"{len(codes):>12,} codes ({len(codes) / per_design:>9,.0f} designs): index built in {built:5.1f} s, "
-              f"lookup {1000 * each:7.1f} ms a design, lists' imbalance {imbalance(index):.1f}", flush=True)
-        del index, codes
+        kinds = [("as a snapshot builds it", lambda: IN_PROCESS.codes("orb", np.zeros(1, np.int64),
+                                                                        np.array([len(codes)]), codes, ""))]
+        if args.compare:
+            kinds.append(("inverted file, capped lists", lambda: binary_codes(
+                codes, EXACT_CODES_BELOW, code_lists(len(codes)), CODE_TRAIN_PER_LIST, CODE_PROBES,
+                vocabulary_from=len(codes) + 1)))
+        for kind, build in kinds:
+            started = time.perf_counter()
+            index = build()
+            built = time.perf_counter() - started
+            index.search(queries[:LIBRARY_POINTS], NEIGHBOURS)  # first touch of every list
+            started = time.perf_counter()
+            index.search(queries, NEIGHBOURS)
+            each = (time.perf_counter() - started) / QUERY_DESIGNS
+            print(f"{len(codes):>12,} codes ({len(codes) / per_design:>9,.0f} designs), {kind}: built in {built:5.1f} s, "
+                  f"lookup {1000 * each:7.1f} ms a design, lists' imbalance {imbalance(index):.1f}", flush=True)
+            del index
+        del codes
 
 
 def imbalance(index) -> float:
     """FAISS's imbalance factor of the codes' inverted lists (1: all lists alike); 1 for a flat scan."""
-    lists = getattr(getattr(index, "_index", None), "invlists", None)
+    lists = getattr(getattr(index, "_index", getattr(index, "lists", None)), "invlists", None)
     return 1.0 if lists is None else float(lists.imbalance_factor())
 
 

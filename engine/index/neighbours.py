@@ -14,6 +14,8 @@ from typing import Callable, Iterable, Protocol
 import faiss
 import numpy as np
 
+from engine.index.vocabulary import VocabularyCodes
+
 # Exact search up to this many rows in the library-wide pass; beyond, n x n costs hours.
 EXACT_UP_TO = 20_000
 # Lists scanned per query in an approximate vector index (of 4 x sqrt(n)).
@@ -40,6 +42,10 @@ CODES_PER_LIST = 640
 MAX_CODE_LISTS = 2048
 CODE_TRAIN_PER_LIST = 30
 CODE_PROBES = 6
+# Past this many codes (about 16,000 designs) the lists would keep growing with the
+# library, and with them every point's scan: codes are filed under a two-level vocabulary
+# instead, whose words grow with it (engine/index/vocabulary.py; bench/local_lookup.py).
+VOCABULARY_FROM = 6_000_000
 
 
 class VectorIndex(Protocol):
@@ -216,10 +222,15 @@ def code_lists(n: int) -> int:
     return int(min(MAX_CODE_LISTS, max(1, n // CODES_PER_LIST)))
 
 
-def binary_codes(codes: np.ndarray, exact_up_to: int, lists: int, train_per_list: int, probes: int) -> CodeIndex:
+def binary_codes(codes: np.ndarray, exact_up_to: int, lists: int, train_per_list: int, probes: int,
+                 vocabulary_from: int | None = None) -> CodeIndex:
     """Hamming search over codes: exact below `exact_up_to` codes, else an inverted file
-    of `lists` lists trained on `train_per_list` codes each, scanning `probes` of them."""
+    of `lists` lists trained on `train_per_list` codes each, scanning `probes` of them;
+    from `vocabulary_from` codes (VOCABULARY_FROM unless told), lists that grow with the
+    codes (a two-level vocabulary)."""
     bits = codes.shape[1] * 8
+    if len(codes) >= max(exact_up_to, VOCABULARY_FROM if vocabulary_from is None else vocabulary_from):
+        return VocabularyCodes(codes)
     if len(codes) < exact_up_to:
         index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
     else:
