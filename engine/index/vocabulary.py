@@ -6,9 +6,9 @@ the library, and every point's scan with it (270 ms a design at 100,000 designs 
 2-core machine, docs/benchmarks.md).  Here the words come in two levels: k-means makes
 about sqrt(words) coarse words, then each coarse word's own codes are split again into
 fine words by a k-means of their own (a few thousand codes each: cheap), so the words
-grow with the library and a word keeps about CODES_PER_WORD codes.  A point asks its COARSE_PROBES nearest coarse words for
-their fine words, and scans the `probes` nearest of those: about as many codes at a
-hundred thousand designs as at ten thousand.
+grow with the library and a word keeps about CODES_PER_WORD codes.  A point asks its
+COARSE_PROBES nearest coarse words for their fine words, and scans the `probes` nearest
+of those: about as many codes at a hundred thousand designs as at ten thousand.
 """
 from __future__ import annotations
 
@@ -83,11 +83,11 @@ class VocabularyCodes:
         order = np.argsort(word, kind="stable")
         bounds = np.searchsorted(word[order], np.arange(self.words + 1))
         positions = order.astype(np.int64)
-        filed = np.ascontiguousarray(codes[order])
         for number in np.flatnonzero(np.diff(bounds)):
-            start, end = bounds[number], bounds[number + 1]
-            self.lists.invlists.add_entries(int(number), int(end - start), faiss.swig_ptr(positions[start:end]),
-                                            faiss.swig_ptr(filed[start:end]))
+            # One word's codes at a time: a sorted copy of them all is gigabytes at 100,000 designs.
+            these = positions[bounds[number]:bounds[number + 1]]
+            filed = np.ascontiguousarray(codes[these])  # held here: FAISS gets only a pointer
+            self.lists.invlists.add_entries(int(number), len(these), faiss.swig_ptr(these), faiss.swig_ptr(filed))
         self.lists.ntotal = len(codes)
 
     def _words(self, codes: np.ndarray, coarse_probes: int, probes: int) -> tuple[np.ndarray, np.ndarray]:
