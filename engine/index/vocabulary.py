@@ -40,21 +40,21 @@ class VocabularyCodes:
         words = max(1, len(codes) // CODES_PER_WORD)
         coarse_words = max(1, int(np.sqrt(words)))
         sample = codes[rng.permutation(len(codes))[: words * TRAIN_PER_WORD]]
-        self.coarse = _flat(_centres(sample, coarse_words, self.bits), self.bits)
-        # Each coarse word's fine words, numbered on from the previous coarse word's.
+        coarse_centres = _centres(sample, coarse_words, self.bits)
+        self.coarse = _flat(coarse_centres, self.bits)
         home = _nearest(self.coarse, sample)
-        self.fine, first = [], 0
-        self.first = np.zeros(coarse_words, np.int64)
+        self.fine = []
         for word in range(coarse_words):
             members = sample[home == word]
             count = max(1, round(len(members) / TRAIN_PER_WORD))
             centres = _centres(members, count, self.bits) if len(members) > count else members
             if not len(centres):  # a coarse word no training code landed in: one word of its own
-                centres = faiss.vector_to_array(self.coarse.xb).reshape(-1, codes.shape[1])[word:word + 1]
+                centres = coarse_centres[word:word + 1]
             self.fine.append(_flat(centres, self.bits))
-            self.first[word] = first
-            first += len(centres)
-        self.words = first
+        # Each coarse word's fine words are numbered on from the previous coarse word's.
+        sizes = np.array([fine.ntotal for fine in self.fine], np.int64)
+        self.first = np.cumsum(sizes) - sizes
+        self.words = int(sizes.sum())
         self.lists = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(self.bits), self.bits, self.words)
         self.lists.is_trained = True  # filed by this class's words, not by the IVF's own quantizer
         self._file(codes)
