@@ -57,10 +57,17 @@ def _extent(profile: np.ndarray, sliver: float = 0.005) -> tuple[int, int]:
 
 
 def units(rows: np.ndarray) -> np.ndarray:
-    """Mean-centred, unit-length float32 rows: their dot product is the correlation."""
+    """Mean-centred, unit-length float32 rows: their dot product is the correlation.
+
+    A blank page has no shape to correlate: its row is the constant unit vector
+    instead, which every mean-centred row is orthogonal to, so blank designs
+    (a transparent export, an empty canvas) are twins of each other and of nothing else."""
     values = rows.reshape(len(rows), -1).astype(np.float32)
+    blank = values.min(axis=1) >= PAGE
     values -= values.mean(axis=1, keepdims=True)
-    return l2_normalize(values, floor=1e-6)  # a blank grid stays near zero, not a unit vector of noise
+    values = l2_normalize(values, floor=1e-6)  # a flat grid stays near zero, not a unit vector of noise
+    values[blank] = 1 / np.sqrt(values.shape[1])
+    return values
 
 
 def ink(rows: np.ndarray) -> np.ndarray:

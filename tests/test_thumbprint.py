@@ -93,3 +93,24 @@ def test_a_faint_outline_is_not_the_twin_of_a_bold_one_of_the_same_shape():
     twins = twin_checks(thumbprint.grid(resized), units, inks=thumbprint.ink(stored))
     assert set(twins) == {0}
     assert set(twin_checks(thumbprint.grid(resized), units)) == {0, 1}  # what the ink rules out
+
+
+def test_blank_designs_are_copies_of_each_other_and_of_nothing_else(cfg):
+    """A wholly transparent export and an empty white canvas show the same (blank) page:
+    one design for a search and for the duplicate groups; a drawn design is never their twin."""
+    Image.new("RGBA", (500, 500), (0, 0, 0, 0)).save(cfg.images / "transparent_export.png")
+    Image.new("RGB", (300, 200), "white").save(cfg.images / "empty_canvas.png")
+    for name in ICONS[:3]:
+        icon(name).save(cfg.images / name)
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+
+    blank = engine.search_bytes(jpeg(Image.new("RGB", (120, 120), "white"), 90), top_k=5)
+    copies = {r.path for r in blank if r.verdict in ("duplicate", "exact")}
+    assert copies == {"transparent_export.png", "empty_canvas.png"}
+    groups = [sorted(g.paths) for g in engine.duplicates()]
+    assert ["empty_canvas.png", "transparent_export.png"] in groups
+    assert not any(set(g) & set(ICONS) for g in groups)
+    drawn = engine.search_bytes(jpeg(icon(ICONS[0]), 75), top_k=5)
+    assert drawn[0].path == ICONS[0]
+    assert all(r.verdict == "similar" for r in drawn if r.path not in ICONS)

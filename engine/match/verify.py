@@ -120,6 +120,9 @@ TWIN_MIN_COLOUR = 0.5
 # outline and a bold one of the same shape correlate perfectly (thin stars of 65 and
 # 81 points, circles at 80 px), while a copy keeps its ink within 2x.
 TWIN_INK_RATIO = 2.0
+# ... counted from this much ink (grey levels of mean darkness): below it a grid is a blank
+# page, whose ink is re-encoding noise.
+TWIN_INK_FLOOR = 1.0
 
 
 def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray | None = None,
@@ -143,7 +146,7 @@ def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray |
     keep = best >= TWIN_CORRELATION
     if inks is not None:
         mine, theirs = float(thumbprint.ink(grid[None])[0]), inks[rows]
-        keep &= np.maximum(mine, theirs) <= TWIN_INK_RATIO * np.maximum(np.minimum(mine, theirs), 1e-6)
+        keep &= np.maximum(mine, theirs) <= TWIN_INK_RATIO * np.maximum(np.minimum(mine, theirs), TWIN_INK_FLOOR)
     if colours is not None and colour is not None:
         keep &= colours[rows] @ colour.ravel() >= TWIN_MIN_COLOUR
     return {int(row): float(c) for row, c in zip(rows[keep], best[keep])}
