@@ -19,7 +19,7 @@ from engine.match.judge import Evidence, compares_drawing, drawing_of, judge
 from engine.index.snapshot import Snapshot
 from engine.index.store import Entry
 from engine.images.uploads import UPLOAD_FOLDER
-from engine.match.verdict import DUPLICATE, EXACT, VERDICT_ORDER, support, verified
+from engine.match.verdict import DUPLICATE, EXACT, VERDICT_ORDER, support, verdict, verified
 from engine.match.verify import MIN_MATCHES, NONE, TWIN_CORRELATION, Points, twin_checks, verify_all, view_queries
 from features import thumbprint
 
@@ -162,20 +162,32 @@ def _confirmed_pairs(snapshot: Snapshot, threshold: float, k: int, previews: Pre
             check = replace(checks.get(j, NONE), twin=twins.get(j, 0.0))
             first, second = data.entries[i], data.entries[j]
             sizes = (first.width, first.height), (second.width, second.height)
-            drawing = None
-            if previews is not None and compares_drawing(check):
-                drawing = drawing_of(check, previews(i), sizes[0], previews(j), sizes[1])
             evidence = Evidence(cosines, score, check, first.sha256 == second.sha256, sizes[0] == sizes[1],
-                                snapshot.score_networks, drawing)
+                                snapshot.score_networks)
+            known = confirmed.get(key)
+            if known is not None and not _may_upgrade(known, evidence, snapshot):
+                continue  # confirmed from the other side already: its drawings need no second look
+            if previews is not None and compares_drawing(check):
+                evidence = evidence._replace(drawing=drawing_of(check, previews(i), sizes[0], previews(j), sizes[1]))
             label, check, confirmed_by_points, _ = judge(evidence, snapshot.thresholds)
             if label not in (EXACT, DUPLICATE):
                 continue
             pair = Pair(data.entries[key[0]].path, data.entries[key[1]].path, score, label, check.inliers,
                         confirmed_by_points)
-            known = confirmed.get(key)
             if known is None or (VERDICT_ORDER[label], -check.inliers) < (VERDICT_ORDER[known.verdict], -known.inliers):
                 confirmed[key] = pair
     return [(i, j, pair) for (i, j), pair in confirmed.items()]
+
+
+def _may_upgrade(known: Pair, evidence: Evidence, snapshot: Snapshot) -> bool:
+    """Whether a pair confirmed from one side can be judged better from the other: a pair
+    confirmed by its fused score alone may be confirmed by points (which hold at any
+    threshold), and an edited copy may turn out the same picture, which the rules must say
+    without the drawings (comparing drawings takes points back or confirms a few; it never
+    makes a pair `exact`).  Comparing drawings is most of the pass's cost after the lookups."""
+    if not known.verified:
+        return True
+    return known.verdict != EXACT and verdict(*evidence[:6], limits=snapshot.thresholds) == EXACT
 
 
 def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, float]:
