@@ -63,8 +63,8 @@ def drawing_of(check: Verification, src: np.ndarray | None, src_size: tuple[int,
         return None
     if src is None or dst is None:
         return None  # nothing to compare with: the other checks stand
-    if check.twin >= TWIN_CORRELATION and not _rests_on_points(check):
-        return content_agreement(src, dst)  # twins carry no transform: align the designs' extents
+    if check.twin >= TWIN_CORRELATION and not _rests_on_points(check) and not check.turned:
+        return content_agreement(src, dst)  # upright twins carry no transform: align the designs' extents
     return edge_agreement(src, dst, check.matrix(), analysis_to_preview(src, *src_size),
                           analysis_to_preview(dst, *dst_size), check.mirrored)
 
@@ -74,6 +74,8 @@ def compares_drawing(check: Verification) -> bool:
     no twin (most candidates), a twin beyond doubt, or a check made on a region's crop."""
     if not (verified(check) or support(check) > 0) or check.region:
         return False
+    if check.turned:
+        return True  # turned by its ink's axis: whether the drawings then coincide is the evidence
     return not (check.twin >= CERTAIN_TWIN and not _rests_on_points(check))  # one picture at 24 px
 
 

@@ -12,7 +12,9 @@ from PIL import Image
 from engine.images.decode import analysis_scale
 from engine.index.snapshot import Snapshot, cosines
 from engine.images.thumbs import grey_preview
+from engine.match import turned
 from engine.match.judge import Evidence, Judgement, compares_drawing, drawing_of, judge
+from engine.match.turned import with_turned
 from engine.match.verdict import VERDICT_ORDER, confidence, rank_support, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
@@ -85,6 +87,9 @@ def search(
     checks: dict[int, Verification] = {}
     if image is not None:
         checks = _verify(snapshot, image, {n: query[n] for n in shares})
+        if previews is not None and snapshot.thumbprints is not None:
+            checks = with_turned(checks, _turned_twins(snapshot, image, query, list(rows)[:turned.CANDIDATES],
+                                                       checks, previews))
         supported = (r for r, c in checks.items() if verified(c) or rank_support(c) > 0)
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
@@ -117,6 +122,18 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
                             rows=snapshot.thumbprint_candidates(grid), inks=snapshot.inks)
         checks = with_twins(checks, twins)
     return checks
+
+
+def _turned_twins(snapshot: Snapshot, image: Image.Image, query, rows: list[int], checks,
+                  previews: Previews) -> dict[int, Verification]:
+    """Turned twins among the leading candidates that no points verify (engine/match/turned.py)."""
+    rows = [row for row in rows if not verified(checks.get(row, NONE))]
+    if not rows:
+        return {}
+    entries = snapshot.data.entries
+    colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
+    return turned.turned_twins(image, rows, previews, lambda row: (entries[row].width, entries[row].height),
+                               snapshot.thumbprints, colours, query.get("hsv"), snapshot.inks)
 
 
 def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:

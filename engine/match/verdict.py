@@ -123,6 +123,10 @@ def nearly_verified(check: Verification, points: int = DUPLICATE_INLIERS) -> boo
 # Confidence bands: every verified pair ranks above every unverified one, whatever
 # its cosine (unrelated line art on white shares a palette and scores near 1).
 VERIFIED_FLOOR = 0.9
+# A turned twin's correlation counts half in its confidence (engine/match/turned.py): a design
+# drawn again turned (a redo arrow beside an undo arrow) must not outrank the query's own
+# original, whose upright thumbprint correlates as closely.
+TURNED_TWIN_WEIGHT = 0.5
 
 
 def confidence(score: float, check: Verification) -> float:
@@ -134,6 +138,8 @@ def confidence(score: float, check: Verification) -> float:
     if verified(check):
         points = min(1.0, check.inliers / (2 * EXACT_INLIERS))
         twin = max(0.0, check.twin - TWIN_CORRELATION) / (1 - TWIN_CORRELATION)
+        if check.turned:  # the turn was inferred from the ink: an upright twin as close ranks first
+            twin *= TURNED_TWIN_WEIGHT
         return VERIFIED_FLOOR + (1 - VERIFIED_FLOOR) * max(points, twin)
     return VERIFIED_FLOOR * (max(0.0, min(1.0, score)) + rank_support(check)) / 2
 

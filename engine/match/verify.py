@@ -41,6 +41,7 @@ class Verification:
     # mild perspective where one explains more of the points (a photo taken at an angle).
     transform: tuple[float, ...] | None = None
     region: bool = False  # made on a design cut from a sheet: the transform is in the crop's pixels
+    turned: bool = False  # a twin found turned (engine/match/turned.py): the transform is its ink's turn
 
     def matrix(self) -> np.ndarray | None:
         """The mapping as a 2x3 or 3x3 matrix (what engine/match/agreement.py takes)."""
