@@ -108,7 +108,8 @@ def _turns(difference: float) -> list[float]:
 def _turned(grey: np.ndarray, centre: tuple[float, float], turn: float) -> np.ndarray:
     """The picture turned about its ink's centre on a canvas that holds all of it."""
     height, width = grey.shape
-    side = int(np.ceil(np.hypot(height, width))) + 2
+    reach = max(np.hypot(x - centre[0], y - centre[1]) for x in (0, width) for y in (0, height))
+    side = 2 * int(np.ceil(reach)) + 2  # the centre may lie anywhere: every corner stays on the canvas
     matrix = cv2.getRotationMatrix2D(centre, turn, 1.0)
     matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
     return cv2.warpAffine(grey, matrix, (side, side), flags=cv2.INTER_AREA, borderValue=255)
