@@ -15,10 +15,9 @@ preprocessing is caught, not silently indexed).
 
 It runs in fp32 and offers no int8: made as ResNet50's is (static, calibrated on
 the bundled designs), int8 keeps the check designs' vectors only to cosine 0.68
-of fp32, where the precision rule asks 0.99 (`python bench/efficientnet_int8.py`;
-keeping its depthwise, first or last convolutions in fp32, or fbgemm's per-channel
-weights, gave 0.61-0.78).  fp32 costs 25-30 ms an image on a 2-core CPU: about
-half of ResNet50's fp32, two to three times its int8 (features/precision.py).
+of fp32, where the precision rule asks 0.99 (`python bench/efficientnet_int8.py`).
+fp32 costs 25-30 ms an image on a 2-core CPU: about half of ResNet50's fp32, two
+to three times its int8 (features/precision.py).
 """
 from __future__ import annotations
 
