@@ -41,12 +41,17 @@ def ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
 
     The extent holding all but a sliver of the ink: JPEG ringing and stray
     pixels at the edges do not move it."""
-    ink = np.where(gray < PAGE, 255.0 - gray, 0.0)
+    ink = ink_weights(gray)
     if ink.sum() <= 0:
         return None
     top, bottom = _extent(ink.sum(axis=1))
     left, right = _extent(ink.sum(axis=0))
     return top, bottom, left, right
+
+
+def ink_weights(gray: np.ndarray) -> np.ndarray:
+    """How dark each pixel's ink is: its darkness below white, zero on the page."""
+    return np.where(gray < PAGE, 255.0 - gray, 0.0)
 
 
 def _extent(profile: np.ndarray, sliver: float = 0.005) -> tuple[int, int]:

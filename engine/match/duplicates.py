@@ -19,7 +19,7 @@ from engine.match.judge import Evidence, compares_drawing, drawing_of, judge
 from engine.index.snapshot import Snapshot
 from engine.index.store import Entry
 from engine.images.uploads import UPLOAD_FOLDER
-from engine.match.verdict import DUPLICATE, EXACT, VERDICT_ORDER, support, verdict, verified
+from engine.match.verdict import DUPLICATE, EXACT, VERDICT_ORDER, support, verified
 from engine.match.verify import MIN_MATCHES, NONE, TWIN_CORRELATION, Points, twin_checks, verify_all, view_queries
 from features import thumbprint
 
@@ -187,7 +187,7 @@ def _may_upgrade(known: Pair, evidence: Evidence, snapshot: Snapshot) -> bool:
     makes a pair `exact`).  Comparing drawings is most of the pass's cost after the lookups."""
     if not known.verified:
         return True
-    return known.verdict != EXACT and verdict(*evidence[:6], limits=snapshot.thresholds) == EXACT
+    return known.verdict != EXACT and judge(evidence, snapshot.thresholds).verdict == EXACT
 
 
 def _twins(snapshot: Snapshot, row: int, candidates: list[int]) -> dict[int, float]:

@@ -116,7 +116,7 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
                 checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]),
                                          region=True)
     if snapshot.thumbprints is not None:
-        colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
+        colours = _stored_colours(snapshot, query)
         grid = thumbprint.grid(image)
         twins = twin_checks(grid, snapshot.thumbprints, colours, query.get("hsv"),
                             rows=snapshot.thumbprint_candidates(grid), inks=snapshot.inks)
@@ -131,9 +131,14 @@ def _turned_twins(snapshot: Snapshot, image: Image.Image, query, rows: list[int]
     if not rows:
         return {}
     entries = snapshot.data.entries
-    colours = snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
+    colours = _stored_colours(snapshot, query)
     return turned.turned_twins(image, rows, previews, lambda row: (entries[row].width, entries[row].height),
                                snapshot.thumbprints, colours, query.get("hsv"), snapshot.inks)
+
+
+def _stored_colours(snapshot: Snapshot, query) -> np.ndarray | None:
+    """The stored colour histograms twins must agree with, unless the query ignores colour."""
+    return snapshot.data.vectors["hsv"] if "hsv" in query and "hsv" in snapshot.data.vectors else None
 
 
 def _region_hits(snapshot: Snapshot, query, shares, k: int) -> dict[int, tuple[float, dict, tuple]]:

@@ -38,8 +38,7 @@ class Ink:
     (degrees, image coordinates), how elongated and how spread it is."""
 
     def __init__(self, grey: np.ndarray) -> None:
-        weights = np.where(grey < thumbprint.PAGE, 255.0 - grey.astype(np.float32), 0.0).astype(np.float32)
-        moments = cv2.moments(weights)
+        moments = cv2.moments(thumbprint.ink_weights(grey).astype(np.float32))
         self.mass = moments["m00"]
         if self.mass <= 0:
             self.centre, self.angle, self.elongation, self.spread = (0.0, 0.0), 0.0, 1.0, 0.0
