@@ -6,6 +6,8 @@ from engine import Engine
 from engine.index import neighbours
 from features.regions import MAX_REGIONS, propose
 from features.hsv import HsvHistogram
+from features.orb import OrbFeatures
+from features.thumbprint import ThumbprintFeatures
 from conftest import encode, make_design
 from fakes import CountingExtractor
 
@@ -140,3 +142,21 @@ def test_a_small_copy_finds_its_design_before_sheets_that_only_share_its_colours
     results = engine.search_bytes(encode(small), top_k=4)
     assert results[0].path == "arrow.png"
     assert all(r.scores["resnet"] is not None for r in results)  # the sheets' scores weigh shape too
+
+
+def test_a_whole_design_found_again_is_not_outlined_by_one_of_its_own_regions(cfg):
+    # A flag of a red and a black stripe on white: its stripes are proposed as regions.
+    # A copy of the whole flag is verified by its thumbprint (too few corners for points);
+    # the match is the whole design, so the compare view must not outline one stripe.
+    flag = Image.new("RGB", (360, 240), "white")
+    draw = ImageDraw.Draw(flag)
+    draw.rectangle((0, 0, 359, 79), fill=(200, 20, 30))
+    draw.rectangle((0, 160, 359, 239), fill=(10, 10, 10))
+    flag.save(cfg.images / "flag.png")
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    assert len(engine.snapshot.data.regions) >= 2
+    for copy in (flag, flag.rotate(-30, expand=True, fillcolor="white", resample=Image.Resampling.BICUBIC)):
+        top = engine.search_bytes(encode(copy, "JPEG"), top_k=1)[0]
+        assert top.path == "flag.png" and top.verdict in ("exact", "duplicate")
+        assert top.box is None

@@ -208,14 +208,17 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
         score = float(fused[j])
         size = (entry.width, entry.height)
         region = regions.get(int(row))
-        if region is not None and region[0] > score:
+        by_region = region is not None and region[0] > score  # the result stands for one of its regions
+        if by_region:
             score = region[0]
             scores = {n: (region[1][n] if n in region[1] else None) for n in query.all_features}
         active = {n: v for n, v in scores.items() if v is not None}
         judged = _judge(snapshot, query, int(row), active, score, checks.get(int(row), NONE), previews)
         check = judged.check
-        # A proposal outlines a whole design; verified points often cover only part of it.
-        outline = _region_around(snapshot, int(row), check.box) if check.box else (region[2] if region else None)
+        # A proposal outlines a whole design; verified points often cover only part of it.  Without
+        # points, a region is outlined only where the result stands for it: a whole design found
+        # again (a twin) is the match, not one of its stripes.
+        outline = _region_around(snapshot, int(row), check.box) if check.box else (region[2] if by_region else None)
         if outline is not None:
             check = replace(check, box=tuple(outline))
         check = check.scaled(analysis_scale(*size), size)
