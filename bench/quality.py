@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.edits import (EDITS, apply, content_signature, designs as openclipart, flatten, same_design,  # noqa: E402
                          signature, twins_of)
-from engine.config import Config  # noqa: E402
+from engine.config import Config, parse_weights  # noqa: E402
 from engine import Engine  # noqa: E402
 from engine.match.search import search  # noqa: E402
 from engine.match.verdict import DUPLICATE, EXACT, verified  # noqa: E402
@@ -50,7 +50,8 @@ def main() -> None:
         efficientnet.weights_file = lambda: None
     work = Path(args.work)
     corpus, queries, negatives = build(args, work)
-    engine = Engine(Config(images=work / "corpus", cache=work / "cache", threads=2))
+    engine = Engine(Config(images=work / "corpus", cache=work / "cache", threads=2,
+                           **({"weights": parse_weights(args.weights)} if args.weights else {})))
     report = engine.reindex()
     judged = judge_negatives(engine, negatives, args.negatives)
     queries, negatives, unfiltered, excluded = settle_truth(engine, queries, negatives, args.negatives)
@@ -61,7 +62,8 @@ def main() -> None:
     shape = engine.status()["shape_network"] or "none"
     mode = f"CLIP {'on' if 'clip' in engine.snapshot.features else 'off'}, shape: {shape}"
     print(f"corpus {len(engine.snapshot.data)} images ({len(report.skipped)} skipped), "
-          f"{len(queries)} copy queries, {len(negatives)} negative queries; features {engine.snapshot.features} ({mode})")
+          f"{len(queries)} copy queries, {len(negatives)} negative queries; features {engine.snapshot.features} ({mode}), "
+          f"fused with {dict(engine.snapshot.weights)}")
     ours = evaluate_engine(engine, queries, negatives)
     print_row("lookalike", ours)
     print("    false alarms (negative's source -> result called a copy): "
@@ -90,6 +92,8 @@ def parse_args():
     parser.add_argument("--work", default="bench/out/quality")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--weights", help="fusion weights as the search takes them (clip=0.5,resnet=0.3,hsv=0.2); "
+                        "the index is re-fused, not re-extracted")
     parser.add_argument("--no-bundled-shape", action="store_true",
                         help="leave out the bundled EfficientNet-Lite0 (colour and local features only)")
     return parser.parse_args()
