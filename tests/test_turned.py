@@ -69,6 +69,22 @@ def test_a_turned_pictogram_is_called_a_copy_of_its_original(engine, cfg, degree
     assert results[0].path == "suitcase.png" and results[0].verdict == "duplicate"
 
 
+@pytest.mark.parametrize("degrees", [90, -90])
+def test_a_tricolour_turned_a_quarter_is_aligned_the_right_way_round(cfg, degrees):
+    """Green, white, orange: mirrored, it is the same flag turned half round, so the turn
+    that is wrong by half a turn also correlates perfectly once its thumbprint is mirrored;
+    aligned that way round, the drawings (green onto orange) would not coincide."""
+    tricolour = flag([((22, 155, 98), 1), ((255, 255, 255), 1), ((255, 136, 62), 1)], size=(240, 480))
+    tricolour = tricolour.rotate(90, expand=True)  # stripes side by side, twice as wide as high
+    tricolour.save(cfg.images / "vertical.png")
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    turned_copy = io.BytesIO()
+    turned_on_page(tricolour, degrees).save(turned_copy, "PNG")  # a JPEG's colours of this flag fall between bins
+    top = engine.search_bytes(turned_copy.getvalue(), top_k=1)[0]
+    assert top.path == "vertical.png" and top.verdict == "duplicate"
+
+
 def test_without_turning_the_thumbprint_the_turned_flag_is_only_similar(engine, monkeypatch):
     """What the turned twin adds: neither points nor the upright thumbprint find this copy."""
     monkeypatch.setattr(turned, "CANDIDATES", 0)

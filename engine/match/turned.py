@@ -79,7 +79,9 @@ def turned_twins(image: Image.Image, rows: list[int], preview: Callable[[int], n
         best = None
         for turn in _turns(theirs.angle - mine.angle):
             grid = thumbprint.grid(Image.fromarray(_turned(grey, mine.centre, turn)))
-            twins = twin_checks(grid, thumbprints, colours, colour, rows=[row], inks=inks)
+            # As is only: the mirror image of a picture turned one way is the mirrored picture
+            # turned the other way, which the turn found here would not align.
+            twins = twin_checks(grid, thumbprints, colours, colour, rows=[row], inks=inks, mirrors=False)
             if row in twins and (best is None or twins[row] > best[0]):
                 best = (twins[row], turn)
         if best is None:

@@ -128,15 +128,15 @@ TWIN_INK_FLOOR = 1.0
 
 def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray | None = None,
                 colour: np.ndarray | None = None, rows: list[int] | None = None,
-                inks: np.ndarray | None = None) -> dict[int, float]:
-    """Rows whose stored thumbprint is a twin of `grid` (or of its mirror image).
+                inks: np.ndarray | None = None, mirrors: bool = True) -> dict[int, float]:
+    """Rows whose stored thumbprint is a twin of `grid` (or, with `mirrors`, of its mirror image).
 
     `thumbprints` holds unit rows (thumbprint.units), zero where missing; `rows`
     limits the look to those rows.  With the stored colour histograms and the
     query's, twins must share colours too; with the stored rows' ink
     (thumbprint.ink), about as much ink.
     """
-    query = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
+    query = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]] if mirrors else [grid]))
     if rows is None:  # all of them, without copying the whole block per query
         scores = (thumbprints @ query.T).max(axis=1)
         rows = np.flatnonzero(scores >= TWIN_CORRELATION)
