@@ -136,3 +136,15 @@ def test_a_refinement_that_leaves_drawing_out_of_the_comparison_is_not_used(monk
     first, second = grey(sign(31)), grey(sign(32))
     assert edge_agreement(first, second, IDENTITY, 1.0, 1.0) == agreement._shares(
         first, second, np.eye(3), agreement.TOLERANCE)[0]
+
+
+def test_a_refinement_that_agrees_worse_than_the_points_alignment_is_not_used(monkeypatch):
+    # A copy a pixel off as its points aligned it, so that it just misses: a refinement that
+    # settles farther off keeps the overlap but must not replace the closer alignment.
+    design = grey(make_design(13, size=256))
+    nudge = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 0.0]])
+    farther = np.array([[1.0, 0.0, 6.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    monkeypatch.setattr(agreement, "_refined", lambda *args: farther)
+    as_aligned = agreement._shares(design, design, np.vstack([nudge, [0.0, 0.0, 1.0]]), agreement.TOLERANCE)[0]
+    assert not as_aligned.shared()
+    assert edge_agreement(design, design, nudge, 1.0, 1.0) == as_aligned

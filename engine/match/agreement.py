@@ -83,7 +83,8 @@ def edge_agreement(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, src_
     into that one's pixels before its edges are found, so detail that the smaller
     one could not show (a copy on a larger canvas, a zoomed crop) is not counted
     as drawing of its own.  Drawings that do not agree as aligned are compared
-    once more after the alignment is refined on the pictures (`_refined`).
+    once more after the alignment is refined on the pictures (`_refined`), and
+    the alignment that agrees better counts.
     """
     if mirrored:
         src = np.ascontiguousarray(src[:, ::-1])
@@ -105,7 +106,9 @@ def edge_agreement(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, src_
     again, overlap_again = _shares(src, dst, refined, tolerance)
     if np.count_nonzero(overlap_again) < KEEPS_OVERLAP * np.count_nonzero(overlap):
         return agreement  # a new alignment that leaves drawing out of the comparison, not a finer one
-    return again
+    # ECC can settle a few pixels off where the points had it right (resampled fine detail):
+    # the alignment that agrees better is the finer one.
+    return max(agreement, again, key=lambda a: (a.most, a.least))
 
 
 def _shares(src: np.ndarray, dst: np.ndarray, to_preview: np.ndarray, tolerance: int
