@@ -10,6 +10,8 @@ same turn, with the ink's centres and spreads, maps one picture onto the other
 for the drawing comparison that follows (engine/match/judge.py).
 
 Only a search's few leading candidates are looked at, on their stored previews.
+The query is turned as it is, never mirrored: a copy both mirrored and turned is
+left to its points.
 """
 from __future__ import annotations
 
