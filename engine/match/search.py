@@ -14,7 +14,6 @@ from engine.index.snapshot import Snapshot, cosines
 from engine.images.thumbs import grey_preview
 from engine.match import turned
 from engine.match.judge import Evidence, Judgement, compares_drawing, drawing_of, judge
-from engine.match.turned import with_turned
 from engine.match.verdict import VERDICT_ORDER, confidence, rank_support, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
 from features import thumbprint
@@ -88,8 +87,7 @@ def search(
     if image is not None:
         checks = _verify(snapshot, image, {n: query[n] for n in shares})
         if previews is not None and snapshot.thumbprints is not None:
-            checks = with_turned(checks, _turned_twins(snapshot, image, query, list(rows)[:turned.CANDIDATES],
-                                                       checks, previews))
+            checks |= _turned_twins(snapshot, image, query, list(rows)[:turned.CANDIDATES], checks, previews)
         supported = (r for r, c in checks.items() if verified(c) or rank_support(c) > 0)
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
@@ -126,7 +124,8 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
 
 def _turned_twins(snapshot: Snapshot, image: Image.Image, query, rows: list[int], checks,
                   previews: Previews) -> dict[int, Verification]:
-    """Turned twins among the leading candidates that no points verify (engine/match/turned.py)."""
+    """Turned twins among the leading candidates that no points verify (engine/match/turned.py),
+    to take the place of those candidates' checks."""
     rows = [row for row in rows if not verified(checks.get(row, NONE))]
     if not rows:
         return {}

@@ -22,8 +22,7 @@ import numpy as np
 from PIL import Image
 
 from engine.match.agreement import analysis_to_preview
-from engine.match.verdict import verified
-from engine.match.verify import NONE, Verification, twin_checks
+from engine.match.verify import Verification, twin_checks
 from features import thumbprint
 
 # The fused candidates of a search that are looked at for a turned twin.
@@ -126,11 +125,3 @@ def _mapping(source: tuple[float, float], target: tuple[float, float], turn: flo
     matrix[:, 2] += (target[0] - source[0], target[1] - source[1])
     return tuple(float(v) for v in matrix.ravel())
 
-
-def with_turned(checks: dict[int, Verification], turned: dict[int, Verification]) -> dict[int, Verification]:
-    """The checks, with a turned twin in place of any that its points do not verify."""
-    merged = dict(checks)
-    for row, check in turned.items():
-        if not verified(merged.get(row, NONE)):
-            merged[row] = check
-    return merged
