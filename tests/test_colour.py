@@ -48,6 +48,9 @@ def test_a_white_page_does_not_make_two_designs_alike():
     small_blue = Image.new("RGB", (400, 400), "white")
     ImageDraw.Draw(small_blue).ellipse((150, 150, 250, 250), fill=(20, 60, 200))
     assert cosine(small_orange, small_blue) < 0.2
+
+
+def test_a_blank_page_has_a_histogram():
     assert np.isfinite(HsvHistogram().embed([Image.new("RGB", (50, 50), "white")])).all()
 
 
