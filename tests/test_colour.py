@@ -4,6 +4,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
+from conftest import encode
 from features.hsv import HsvHistogram
 
 
@@ -17,9 +18,7 @@ def stripes(*colours) -> Image.Image:
 
 
 def resaved(picture: Image.Image, quality: int) -> Image.Image:
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+    return Image.open(io.BytesIO(encode(picture, "JPEG", quality=quality))).convert("RGB")
 
 
 def cosine(a: Image.Image, b: Image.Image) -> float:
