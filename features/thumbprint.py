@@ -3,8 +3,9 @@
 A second verifier beside the local features, for what they cannot handle:
 icons of 24-100 px (too few corners survive a re-save or a resize) and flat
 shapes with no corners at all.  Cropping to the content makes it blind to a
-larger canvas; grey makes it blind to a recolour.  Two pictures whose
-thumbprints correlate almost perfectly are the same design.  Stored, never fused.
+larger canvas; grey makes it blind to a recolour; taking a light even page for
+white makes it blind to the paper a design was photographed on.  Two pictures
+whose thumbprints correlate almost perfectly are the same design.  Stored, never fused.
 """
 from __future__ import annotations
 
@@ -18,12 +19,18 @@ from features.base import l2_normalize
 SIDE = 24
 # Grey levels above this are page, not design (the decoder puts transparency on white).
 PAGE = 245
-VERSION = f"thumbprint-{SIDE}-ink-extent-v2"
+# A picture whose border is this light and this even lies on a page that is not white
+# (paper in a photo: bench/quality.py's photo edit puts designs on grey 223): its grey
+# is scaled so that the page is white.  Darker borders are the design's own (a flag, a
+# dark button) and stay as they are.
+LIGHT_PAGE = 180
+EVEN_PAGE = 12  # grey levels: 90% of the border this close to its median
+VERSION = f"thumbprint-{SIDE}-ink-extent-page-v3"
 
 
 def grid(image: Image.Image) -> np.ndarray:
     """SIDE x SIDE grey picture of the content, letterboxed on white, as uint8."""
-    gray = np.asarray(image.convert("L"))
+    gray = on_white_page(np.asarray(image.convert("L")))
     box = ink_box(gray)
     if box is not None:
         top, bottom, left, right = box
@@ -34,6 +41,20 @@ def grid(image: Image.Image) -> np.ndarray:
     top, left = (side - height) // 2, (side - width) // 2
     square[top: top + height, left: left + width] = gray
     return np.asarray(Image.fromarray(square).resize((SIDE, SIDE), Image.Resampling.BOX)).ravel()
+
+
+def on_white_page(gray: np.ndarray) -> np.ndarray:
+    """`gray` with a light, even page that is not white scaled to white (see LIGHT_PAGE);
+    unchanged where the border is white, dark or uneven, or where nothing but page would
+    remain (a plain light-grey square is its own design)."""
+    band = max(1, min(gray.shape) // 50)
+    border = np.concatenate([gray[:band].ravel(), gray[-band:].ravel(),
+                             gray[:, :band].ravel(), gray[:, -band:].ravel()]).astype(np.float32)
+    page = float(np.median(border))
+    if not LIGHT_PAGE <= page < PAGE or np.percentile(np.abs(border - page), 90) > EVEN_PAGE:
+        return gray
+    scaled = np.minimum(gray.astype(np.float32) * (255.0 / page), 255.0).astype(np.uint8)
+    return scaled if (scaled < PAGE).any() else gray
 
 
 def ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -13,6 +13,7 @@ from engine.images.decode import analysis_scale
 from engine.index.snapshot import Snapshot, cosines
 from engine.images.thumbs import grey_preview
 from engine.match import turned
+from engine.match.agreement import analysis_to_preview
 from engine.match.judge import Evidence, Judgement, compares_drawing, drawing_of, judge
 from engine.match.verdict import VERDICT_ORDER, confidence, rank_support, verified
 from engine.match.verify import NONE, Points, Verification, twin_checks, verify_all, with_twins
@@ -194,12 +195,21 @@ class _Query:
         """Grey, as a stored preview; made only when a drawing is compared."""
         return grey_preview(self.image)
 
+    @cached_property
+    def thumbprints(self) -> np.ndarray | None:
+        """Its thumbprint and its mirror image's, as unit rows (thumbprint.units)."""
+        if self.image is None:
+            return None
+        grid = thumbprint.grid(self.image)
+        return thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
+
 
 def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
            previews: Previews | None) -> list[SearchResult]:
     """One result per image: its whole-picture score, or its best region's when that is higher."""
     per_feature = cosines(snapshot, {n: query.vectors[n] for n in query.shares}, rows)
     fused = weighted_score(per_feature, query.shares)
+    likeness = _likeness(snapshot, query, rows)
     results = []
     for j, row in enumerate(rows):
         entry = snapshot.data.entries[row]
@@ -208,6 +218,9 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
         size = (entry.width, entry.height)
         region = regions.get(int(row))
         by_region = region is not None and region[0] > score  # the result stands for one of its regions
+        row_likeness = float(likeness[j])
+        if region is not None and previews is not None:  # a sheet is as alike as its design most alike
+            row_likeness = max(row_likeness, _region_likeness(snapshot, query, int(row), region[2], previews))
         if by_region:
             score = region[0]
             scores = {n: (region[1][n] if n in region[1] else None) for n in query.all_features}
@@ -224,11 +237,36 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores, verdict=judged.verdict,
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
-            inliers=check.inliers, box=check.box, mirrored=check.mirrored, confidence=confidence(score, check),
+            inliers=check.inliers, box=check.box, mirrored=check.mirrored,
+            confidence=confidence(score, check, row_likeness),
             transform=_as_3x3(check), drawing=None if judged.drawing is None else tuple(judged.drawing),
             evidence=judged.evidence,
         ))
     return results
+
+
+def _likeness(snapshot: Snapshot, query: _Query, rows: np.ndarray) -> np.ndarray:
+    """Each row's thumbprint correlation with the query's (as is or mirrored), for ranking;
+    0 where either has none."""
+    if snapshot.thumbprints is None or query.thumbprints is None or not len(rows):
+        return np.zeros(len(rows), np.float32)
+    return (snapshot.thumbprints[rows] @ query.thumbprints.T).max(axis=1)
+
+
+def _region_likeness(snapshot: Snapshot, query: _Query, row: int, box: tuple, previews: Previews) -> float:
+    """The query's thumbprint correlation with one region of a row (`box`, analysis pixels),
+    cut from the row's stored preview: regions keep no thumbprints of their own."""
+    preview = previews(row)
+    if preview is None or query.thumbprints is None:
+        return 0.0
+    entry = snapshot.data.entries[row]
+    scale = analysis_to_preview(preview, entry.width, entry.height)
+    x0, y0, x1, y1 = (max(0, int(round(v * scale))) for v in box)
+    crop = preview[y0:y1, x0:x1]
+    if crop.size == 0:
+        return 0.0
+    grid = thumbprint.grid(Image.fromarray(crop))
+    return float((thumbprint.units(grid[None]) @ query.thumbprints.T).max())
 
 
 def _judge(snapshot: Snapshot, query: _Query, row: int, scores, score: float, check: Verification,

@@ -129,11 +129,12 @@ VERIFIED_FLOOR = 0.9
 TURNED_TWIN_WEIGHT = 0.5
 
 
-def confidence(score: float, check: Verification) -> float:
+def confidence(score: float, check: Verification, likeness: float = 0.0) -> float:
     """One number comparable across queries, for ranking pairs from many queries together.
 
     Verified copies fill [0.9, 1], more agreeing points higher; unverified
-    pairs are squeezed below 0.9: half their fused score, half their agreeing points.
+    pairs are squeezed below 0.9: half their fused score, half their local
+    support (agreeing points, or thumbprints correlating `likeness`, whichever says more).
     """
     if verified(check):
         points = min(1.0, check.inliers / (2 * EXACT_INLIERS))
@@ -141,7 +142,19 @@ def confidence(score: float, check: Verification) -> float:
         if check.turned:  # the turn was inferred from the ink: an upright twin as close ranks first
             twin *= TURNED_TWIN_WEIGHT
         return VERIFIED_FLOOR + (1 - VERIFIED_FLOOR) * max(points, twin)
-    return VERIFIED_FLOOR * (max(0.0, min(1.0, score)) + rank_support(check)) / 2
+    support = max(rank_support(check), likeness_support(likeness))
+    return VERIFIED_FLOOR * (max(0.0, min(1.0, score)) + support) / 2
+
+
+# Thumbprints correlating from here up to twins' TWIN_CORRELATION support a pair's rank,
+# 0 to 1: a copy short of a twin (resized small, photographed on paper, under a
+# watermark) keeps its shape at 24 px better than any other design in its style keeps it.
+LIKENESS_FLOOR = 0.6
+
+
+def likeness_support(likeness: float) -> float:
+    """Thumbprint correlation as support for ranking alone; verdicts never use it."""
+    return max(0.0, min(1.0, (likeness - LIKENESS_FLOOR) / (TWIN_CORRELATION - LIKENESS_FLOOR)))
 
 
 def rank_support(check: Verification) -> float:

@@ -1,0 +1,74 @@
+"""Copies short of twins: a design shrunk small or photographed on paper keeps its shape at
+24 px better than its look-alikes keep it, and ranks its original first."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode
+from engine import Engine
+from engine.images.decode import decode
+from features import thumbprint
+from features.hsv import HsvHistogram
+from features.orb import OrbFeatures
+from features.thumbprint import ThumbprintFeatures
+
+SAMPLES = Path(__file__).resolve().parent.parent / "static" / "images"
+# Six star polygons from openclipart, one style: alike to a network and to local points.
+STARS = ["star_37pt16step.png", "star_41pt14step.png", "star_43pt15step.png", "star_45pt16step.png",
+         "star_47pt18step.png", "star_49pt16step.png"]
+
+
+def design(name: str) -> Image.Image:
+    return decode((SAMPLES / name).read_bytes()).image.copy()
+
+
+def correlation(a: Image.Image, b: Image.Image) -> float:
+    rows = thumbprint.units(np.stack([thumbprint.grid(a), thumbprint.grid(b)]))
+    return float(rows[0] @ rows[1])
+
+
+@pytest.mark.parametrize("name", ["cloud.png", "arrow07_1.png", "red_flower_01.png"])
+def test_a_design_on_grey_paper_has_the_thumbprint_of_the_design_on_white(name):
+    picture = design(name)
+    paper = Image.new("RGB", (picture.width + 60, picture.height + 60), (214, 212, 205))
+    paper.paste(picture.convert("RGB"), (30, 30), mask=picture.convert("L").point(lambda v: 255 if v < 245 else 0))
+    assert correlation(paper, picture) >= 0.95
+
+
+def test_a_plain_light_grey_design_keeps_its_own_thumbprint():
+    square = Image.new("RGB", (120, 120), (200, 200, 200))
+    assert thumbprint.grid(square).max() < thumbprint.PAGE  # its grey is its ink, not a page
+
+
+@pytest.fixture
+def stars(cfg):
+    for name in STARS:
+        design(name).save(cfg.images / name)
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    return engine
+
+
+@pytest.mark.parametrize("name", STARS)
+def test_a_star_shrunk_small_ranks_its_original_first_among_its_lookalikes(stars, name):
+    picture = design(name)
+    small = picture.resize((picture.width * 3 // 5, picture.height * 3 // 5), Image.Resampling.BICUBIC)
+    results = stars.search_bytes(encode(small), top_k=len(STARS))
+    assert results[0].path == name
+
+
+def test_a_star_shrunk_small_finds_the_sheet_it_sits_on_before_single_lookalikes(cfg):
+    sheet = Image.new("RGB", (560, 560), "white")
+    for i, name in enumerate(["star_41pt14step.png", "cloud.png", "red_flower_01.png", "arrow07_1.png"]):
+        part = design(name).resize((240, 240), Image.Resampling.BICUBIC)
+        sheet.paste(part, (20 + (i % 2) * 280, 20 + (i // 2) * 280))
+    sheet.save(cfg.images / "sheet.png")
+    for name in STARS:
+        if name != "star_41pt14step.png":
+            design(name).resize((240, 240), Image.Resampling.BICUBIC).save(cfg.images / name)
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    small = design("star_41pt14step.png").resize((80, 80), Image.Resampling.BICUBIC)  # a third: no points
+    assert engine.search_bytes(encode(small), top_k=len(STARS))[0].path == "sheet.png"
