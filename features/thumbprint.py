@@ -19,18 +19,19 @@ from features.base import l2_normalize
 SIDE = 24
 # Grey levels above this are page, not design (the decoder puts transparency on white).
 PAGE = 245
-# A picture whose border is this light and this even lies on a page that is not white
-# (paper in a photo: bench/quality.py's photo edit puts designs on grey 223): its grey
-# is scaled so that the page is white.  Darker borders are the design's own (a flag, a
-# dark button) and stay as they are.
+# A picture whose border is this light, this even and this nearly grey lies on a page
+# that is not white (paper in a photo: bench/quality.py's photo edit puts designs on grey
+# 223): its grey is scaled so that the page is white.  Darker or coloured borders are the
+# design's own (a flag of stripes, a yellow flag, a dark button) and stay as they are.
 LIGHT_PAGE = 180
 EVEN_PAGE = 12  # grey levels: 90% of the border this close to its median
-VERSION = f"thumbprint-{SIDE}-ink-extent-page-v3"
+NEUTRAL_PAGE = 24  # the border's median colour: its largest and smallest channel this close
+VERSION = f"thumbprint-{SIDE}-ink-extent-grey-page-v3"
 
 
 def grid(image: Image.Image) -> np.ndarray:
     """SIDE x SIDE grey picture of the content, letterboxed on white, as uint8."""
-    gray = on_white_page(np.asarray(image.convert("L")))
+    gray = on_white_page(np.asarray(image.convert("L")), np.asarray(image.convert("RGB")))
     box = ink_box(gray)
     if box is not None:
         top, bottom, left, right = box
@@ -43,18 +44,29 @@ def grid(image: Image.Image) -> np.ndarray:
     return np.asarray(Image.fromarray(square).resize((SIDE, SIDE), Image.Resampling.BOX)).ravel()
 
 
-def on_white_page(gray: np.ndarray) -> np.ndarray:
-    """`gray` with a light, even page that is not white scaled to white (see LIGHT_PAGE);
-    unchanged where the border is white, dark or uneven, or where nothing but page would
-    remain (a plain light-grey square is its own design)."""
+def on_white_page(gray: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
+    """`gray` with a light, even, grey page that is not white scaled to white (see
+    LIGHT_PAGE; `rgb`, the same picture in colour, tells a grey page from a coloured one);
+    unchanged where the border is white, dark, coloured or uneven, or where nothing but
+    page would remain (a plain light-grey square is its own design)."""
     band = max(1, min(gray.shape) // 50)
-    border = np.concatenate([gray[:band].ravel(), gray[-band:].ravel(),
-                             gray[:, :band].ravel(), gray[:, -band:].ravel()]).astype(np.float32)
+    border = _border(gray, band).astype(np.float32)
     page = float(np.median(border))
     if not LIGHT_PAGE <= page < PAGE or np.percentile(np.abs(border - page), 90) > EVEN_PAGE:
         return gray
+    if rgb is not None:
+        colour = np.median(_border(rgb, band).reshape(-1, 3), axis=0)
+        if colour.max() - colour.min() > NEUTRAL_PAGE:
+            return gray
     scaled = np.minimum(gray.astype(np.float32) * (255.0 / page), 255.0).astype(np.uint8)
     return scaled if (scaled < PAGE).any() else gray
+
+
+def _border(pixels: np.ndarray, band: int) -> np.ndarray:
+    """The outermost `band` rows and columns of a picture, one after the other."""
+    rest = pixels.shape[2:]
+    return np.concatenate([part.reshape(-1, *rest) for part in
+                           (pixels[:band], pixels[-band:], pixels[:, :band], pixels[:, -band:])])
 
 
 def ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:

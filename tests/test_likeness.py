@@ -37,6 +37,20 @@ def test_a_design_on_grey_paper_has_the_thumbprint_of_the_design_on_white(name):
     assert correlation(paper, picture) >= 0.95
 
 
+def test_a_yellow_flag_on_a_larger_canvas_is_still_a_twin_of_itself(cfg):
+    # Yellow is light in grey: a coloured page is the design's own, never taken for paper.
+    flag = Image.new("RGB", (300, 200), (255, 221, 0))
+    for top in (60, 90, 120):
+        flag.paste((218, 37, 29), (0, top, 300, top + 14))
+    flag.save(cfg.images / "yellow_flag.png")
+    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "thumbprint": ThumbprintFeatures()})
+    engine.reindex()
+    canvas = Image.new("RGB", (520, 400), "white")
+    canvas.paste(flag, (110, 100))
+    top = engine.search_bytes(encode(canvas), top_k=1)[0]
+    assert top.path == "yellow_flag.png" and top.verdict == "duplicate"
+
+
 def test_a_plain_light_grey_design_keeps_its_own_thumbprint():
     square = Image.new("RGB", (120, 120), (200, 200, 200))
     assert thumbprint.grid(square).max() < thumbprint.PAGE  # its grey is its ink, not a page
