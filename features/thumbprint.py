@@ -3,8 +3,8 @@
 A second verifier beside the local features, for what they cannot handle:
 icons of 24-100 px (too few corners survive a re-save or a resize) and flat
 shapes with no corners at all.  Cropping to the content makes it blind to a
-larger canvas; grey makes it blind to a recolour; taking a light even page for
-white makes it blind to the paper a design was photographed on.  Two pictures
+larger canvas; grey makes it blind to a recolour; taking a light, even, grey page
+for white makes it blind to the paper a design was photographed on.  Two pictures
 whose thumbprints correlate almost perfectly are the same design.  Stored, never fused.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ SIDE = 24
 # Grey levels above this are page, not design (the decoder puts transparency on white).
 PAGE = 245
 # A picture whose border is this light, this even and this nearly grey lies on a page
-# that is not white (paper in a photo: bench/quality.py's photo edit puts designs on grey
-# 223): its grey is scaled so that the page is white.  Darker or coloured borders are the
+# that is not white (paper in a photo: the benchmarks' photo edit, engine/images/edits.py,
+# puts designs on grey 223): its grey is scaled so that the page is white.  Darker or coloured borders are the
 # design's own (a flag of stripes, a yellow flag, a dark button) and stay as they are.
 LIGHT_PAGE = 180
 EVEN_PAGE = 12  # grey levels: 90% of the border this close to its median
@@ -31,7 +31,7 @@ VERSION = f"thumbprint-{SIDE}-ink-extent-grey-page-v3"
 
 def grid(image: Image.Image) -> np.ndarray:
     """SIDE x SIDE grey picture of the content, letterboxed on white, as uint8."""
-    gray = on_white_page(np.asarray(image.convert("L")), np.asarray(image.convert("RGB")))
+    gray = on_white_page(np.asarray(image.convert("L")), image)
     box = ink_box(gray)
     if box is not None:
         top, bottom, left, right = box
@@ -44,9 +44,9 @@ def grid(image: Image.Image) -> np.ndarray:
     return np.asarray(Image.fromarray(square).resize((SIDE, SIDE), Image.Resampling.BOX)).ravel()
 
 
-def on_white_page(gray: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
+def on_white_page(gray: np.ndarray, image: Image.Image | None = None) -> np.ndarray:
     """`gray` with a light, even, grey page that is not white scaled to white (see
-    LIGHT_PAGE; `rgb`, the same picture in colour, tells a grey page from a coloured one);
+    LIGHT_PAGE; `image`, the picture `gray` was made from, tells a grey page from a coloured one);
     unchanged where the border is white, dark, coloured or uneven, or where nothing but
     page would remain (a plain light-grey square is its own design)."""
     band = max(1, min(gray.shape) // 50)
@@ -54,8 +54,8 @@ def on_white_page(gray: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray
     page = float(np.median(border))
     if not LIGHT_PAGE <= page < PAGE or np.percentile(np.abs(border - page), 90) > EVEN_PAGE:
         return gray
-    if rgb is not None:
-        colour = np.median(_border(rgb, band).reshape(-1, 3), axis=0)
+    if image is not None:  # converted only here: few pictures get this far
+        colour = np.median(_border(np.asarray(image.convert("RGB")), band).reshape(-1, 3), axis=0)
         if colour.max() - colour.min() > NEUTRAL_PAGE:
             return gray
     scaled = np.minimum(gray.astype(np.float32) * (255.0 / page), 255.0).astype(np.uint8)

@@ -219,7 +219,7 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
         region = regions.get(int(row))
         by_region = region is not None and region[0] > score  # the result stands for one of its regions
         row_likeness = float(likeness[j])
-        if region is not None and previews is not None:  # a sheet is as alike as its design most alike
+        if region is not None and previews is not None:  # a sheet is as alike as the part of it found
             row_likeness = max(row_likeness, _region_likeness(snapshot, query, int(row), region[2], previews))
         if by_region:
             score = region[0]
