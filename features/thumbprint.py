@@ -21,8 +21,9 @@ SIDE = 24
 PAGE = 245
 # A picture whose border is this light, this even and this nearly grey lies on a page
 # that is not white (paper in a photo: the benchmarks' photo edit, engine/images/edits.py,
-# puts designs on grey 223): its grey is scaled so that the page is white.  Darker or coloured borders are the
-# design's own (a flag of stripes, a yellow flag, a dark button) and stay as they are.
+# puts designs on grey 223): its grey is scaled so that the page is white.  Darker or
+# coloured borders are the design's own (a flag of stripes, a yellow flag, a dark button)
+# and stay as they are.
 LIGHT_PAGE = 180
 EVEN_PAGE = 12  # grey levels: 90% of the border this close to its median
 NEUTRAL_PAGE = 24  # the border's median colour: its largest and smallest channel this close
@@ -44,7 +45,7 @@ def grid(image: Image.Image) -> np.ndarray:
     return np.asarray(Image.fromarray(square).resize((SIDE, SIDE), Image.Resampling.BOX)).ravel()
 
 
-def on_white_page(gray: np.ndarray, image: Image.Image | None = None) -> np.ndarray:
+def on_white_page(gray: np.ndarray, image: Image.Image) -> np.ndarray:
     """`gray` with a light, even, grey page that is not white scaled to white (see
     LIGHT_PAGE; `image`, the picture `gray` was made from, tells a grey page from a coloured one);
     unchanged where the border is white, dark, coloured or uneven, or where nothing but
@@ -54,10 +55,9 @@ def on_white_page(gray: np.ndarray, image: Image.Image | None = None) -> np.ndar
     page = float(np.median(border))
     if not LIGHT_PAGE <= page < PAGE or np.percentile(np.abs(border - page), 90) > EVEN_PAGE:
         return gray
-    if image is not None:  # converted only here: few pictures get this far
-        colour = np.median(_border(np.asarray(image.convert("RGB")), band).reshape(-1, 3), axis=0)
-        if colour.max() - colour.min() > NEUTRAL_PAGE:
-            return gray
+    colour = np.median(_border(np.asarray(image.convert("RGB")), band).reshape(-1, 3), axis=0)  # few get here
+    if colour.max() - colour.min() > NEUTRAL_PAGE:
+        return gray
     scaled = np.minimum(gray.astype(np.float32) * (255.0 / page), 255.0).astype(np.uint8)
     return scaled if (scaled < PAGE).any() else gray
 

@@ -84,22 +84,22 @@ def search(
     shares = normalize_weights(weights, features)
     vector = _query_vector(query, shares, snapshot.data.vectors, snapshot.weights)
     rows = dict.fromkeys(_fused_candidates(snapshot, vector, top_k * OVERFETCH))  # ordered, unique
+    asked = _Query(query, shares, all_features, query_sha256, query_size, image)
     checks: dict[int, Verification] = {}
     if image is not None:
-        checks = _verify(snapshot, image, {n: query[n] for n in shares})
+        checks = _verify(snapshot, image, {n: query[n] for n in shares}, asked)
         if previews is not None and snapshot.thumbprints is not None:
             checks |= _turned_twins(snapshot, image, query, list(rows)[:turned.CANDIDATES], checks, previews)
         supported = (r for r, c in checks.items() if verified(c) or rank_support(c) > 0)
         rows.update(dict.fromkeys(sorted(supported, key=lambda r: -confidence(0.0, checks[r]))[:LOCAL_CANDIDATES]))
     regions = _region_hits(snapshot, query, shares, top_k * OVERFETCH)
     rows.update(dict.fromkeys(regions))
-    asked = _Query(query, shares, all_features, query_sha256, query_size, image)
     results = _score(snapshot, asked, np.array(list(rows)), checks, regions, previews)
     results.sort(key=lambda r: (VERDICT_ORDER[r.verdict], -r.confidence))
     return results[:top_k]
 
 
-def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verification]:
+def _verify(snapshot: Snapshot, image: Image.Image, query, asked: "_Query") -> dict[int, Verification]:
     """Local-feature checks against every image and every region sharing points, plus
     thumbprint twins (of the same colours, unless the query ignores colour)."""
     checks: dict[int, Verification] = {}
@@ -116,9 +116,8 @@ def _verify(snapshot: Snapshot, image: Image.Image, query) -> dict[int, Verifica
                                          region=True)
     if snapshot.thumbprints is not None:
         colours = _stored_colours(snapshot, query)
-        grid = thumbprint.grid(image)
-        twins = twin_checks(grid, snapshot.thumbprints, colours, query.get("hsv"),
-                            rows=snapshot.thumbprint_candidates(grid), inks=snapshot.inks)
+        twins = twin_checks(asked.grid, snapshot.thumbprints, colours, query.get("hsv"),
+                            rows=snapshot.thumbprint_candidates(asked.grid), inks=snapshot.inks)
         checks = with_twins(checks, twins)
     return checks
 
@@ -196,12 +195,16 @@ class _Query:
         return grey_preview(self.image)
 
     @cached_property
+    def grid(self) -> np.ndarray:
+        """Its thumbprint's grid (features/thumbprint.py), made once for twins and for ranking."""
+        return thumbprint.grid(self.image)
+
+    @cached_property
     def thumbprints(self) -> np.ndarray | None:
         """Its thumbprint and its mirror image's, as unit rows (thumbprint.units)."""
         if self.image is None:
             return None
-        grid = thumbprint.grid(self.image)
-        return thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
+        return thumbprint.units(np.stack([self.grid, thumbprint.mirrored(self.grid[None])[0]]))
 
 
 def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
@@ -218,9 +221,6 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
         size = (entry.width, entry.height)
         region = regions.get(int(row))
         by_region = region is not None and region[0] > score  # the result stands for one of its regions
-        row_likeness = float(likeness[j])
-        if region is not None and previews is not None:  # a sheet is as alike as the part of it found
-            row_likeness = max(row_likeness, _region_likeness(snapshot, query, int(row), region[2], previews))
         if by_region:
             score = region[0]
             scores = {n: (region[1][n] if n in region[1] else None) for n in query.all_features}
@@ -234,6 +234,10 @@ def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
         if outline is not None:
             check = replace(check, box=tuple(outline))
         check = check.scaled(analysis_scale(*size), size)
+        row_likeness = float(likeness[j])
+        if region is not None and previews is not None and not verified(check):
+            # An unverified sheet is as alike as the part of it found (verified pairs rank by points).
+            row_likeness = max(row_likeness, _region_likeness(snapshot, query, int(row), region[2], previews))
         results.append(SearchResult(
             path=entry.path, score=score, scores=scores, verdict=judged.verdict,
             sha256=entry.sha256, width=entry.width, height=entry.height, row=int(row),
