@@ -84,6 +84,13 @@ def same_design(sig: np.ndarray, signatures: np.ndarray, threshold: float = JUDG
     return twins_of(sig, signatures, threshold)
 
 
+def judge_correlation(first: Path, second: Path) -> float:
+    """How alike the independent judge finds two designs: their content signatures'
+    correlation, as is or mirrored (one design drawn twice from JUDGE_SAME_DESIGN up)."""
+    a, b = content_signature(first), content_signature(second)
+    return float(max(a @ b, a.reshape(32, 32)[:, ::-1].ravel() @ b))
+
+
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")

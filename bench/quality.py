@@ -29,8 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edits import (EDITS, apply, content_signature, designs as openclipart, flatten, same_design,  # noqa: E402
-                         signature, twins_of)
+from bench.edits import (EDITS, apply, content_signature, designs as openclipart, flatten,  # noqa: E402
+                         judge_correlation, same_design, signature, twins_of)
 from engine.config import Config, parse_weights  # noqa: E402
 from engine import Engine  # noqa: E402
 from engine.match.search import search  # noqa: E402
@@ -72,8 +72,12 @@ def main() -> None:
     print(f"    false alarms on the first {len(unfiltered)} negative candidates, none set aside: {raw['false_alarm']:.3f}")
     independent = evaluate_engine(engine, [], judged)
     ours["false_alarm_independent"] = independent["false_alarm"]
+    # Each alarm with the judge's own correlation, so that a reader can see why it kept the pair.
+    sources = {Path(n["source"]).name: Path(n["source"]) for n in judged}
     print(f"    false alarms against the independent judge ({len(judged)} negatives): "
-          f"{independent['false_alarm']:.3f}: " + "; ".join(f"{a} -> {b}" for a, b in independent["false_alarm_pairs"]))
+          f"{independent['false_alarm']:.3f}: " + "; ".join(
+              f"{a} -> {b} (judge {judge_correlation(sources[a], work / 'corpus' / b):.2f})"
+              for a, b in independent["false_alarm_pairs"]))
     print(f"verification: {ours['verify_ms']:.1f} ms per query on top of {ours['rank_ms']:.1f} ms ranking")
     if not args.no_peer:
         for flatten_first in (False, True):
