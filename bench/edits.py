@@ -51,8 +51,7 @@ def twins_of(sig: np.ndarray, signatures: np.ndarray, threshold: float = 0.95) -
     """Corpus designs identical to `sig` (or to its mirror image) at 32x32."""
     if not sig.any():  # nothing drawn (a fully transparent file): the same as every other blank
         return [int(i) for i in np.flatnonzero(~signatures.any(axis=1))]
-    mirrored = sig.reshape(32, 32)[:, ::-1].ravel()
-    close = (signatures @ sig >= threshold) | (signatures @ mirrored >= threshold)
+    close = (signatures @ sig >= threshold) | (signatures @ _mirrored(sig) >= threshold)
     return [int(i) for i in np.flatnonzero(close)]
 
 
@@ -88,7 +87,12 @@ def judge_correlation(first: Path, second: Path) -> float:
     """How alike the independent judge finds two designs: their content signatures'
     correlation, as is or mirrored (one design drawn twice from JUDGE_SAME_DESIGN up)."""
     a, b = content_signature(first), content_signature(second)
-    return float(max(a @ b, a.reshape(32, 32)[:, ::-1].ravel() @ b))
+    return float(max(a @ b, _mirrored(a) @ b))
+
+
+def _mirrored(sig: np.ndarray) -> np.ndarray:
+    """A 32x32 signature of the design flipped left-right."""
+    return sig.reshape(32, 32)[:, ::-1].ravel()
 
 
 def _png(image: Image.Image) -> bytes:

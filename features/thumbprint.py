@@ -120,6 +120,12 @@ def mirrored(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows.reshape(len(rows), SIDE, SIDE)[:, :, ::-1].reshape(len(rows), -1))
 
 
+def views(grid: np.ndarray, mirrors: bool = True) -> np.ndarray:
+    """A query's grid as unit rows (`units`), with its mirror image's after it unless not
+    `mirrors`: stored rows' best product with them is their correlation as is or mirrored."""
+    return units(np.stack([grid, mirrored(grid[None])[0]] if mirrors else [grid]))
+
+
 class ThumbprintFeatures:
     """Content thumbprints for verification; stored, never fused."""
 

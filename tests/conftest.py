@@ -13,7 +13,15 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine import Engine  # noqa: E402
 from engine.config import Config  # noqa: E402
+from engine.images.decode import decode  # noqa: E402
+from features.hsv import HsvHistogram  # noqa: E402
+from features.orb import OrbFeatures  # noqa: E402
+from features.thumbprint import ThumbprintFeatures  # noqa: E402
+
+# The sample designs that ship in the repository (openclipart, public domain).
+SAMPLES = ROOT / "static" / "images"
 
 
 def make_design(seed: int, size: int = 320) -> Image.Image:
@@ -47,6 +55,23 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
         image = flat(image)
     image.save(out, fmt, **options)
     return out.getvalue()
+
+
+def sample(name: str) -> Image.Image:
+    """A bundled sample design as the loader sees it: decoded, flattened on white."""
+    return decode((SAMPLES / name).read_bytes()).image.copy()
+
+
+def weight_free_engine(cfg: Config, designs: dict[str, Image.Image], points: bool = True) -> Engine:
+    """An engine over `designs` saved into the collection and indexed with the features that
+    need no weights: colour, local points (unless not `points`) and thumbprints."""
+    for name, picture in designs.items():
+        picture.save(cfg.images / name)
+    extractors = {"hsv": HsvHistogram(), **({"orb": OrbFeatures()} if points else {}),
+                  "thumbprint": ThumbprintFeatures()}
+    engine = Engine(cfg, extractors=extractors)
+    engine.reindex()
+    return engine
 
 
 @pytest.fixture

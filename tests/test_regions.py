@@ -6,9 +6,7 @@ from engine import Engine
 from engine.index import neighbours
 from features.regions import MAX_REGIONS, propose
 from features.hsv import HsvHistogram
-from features.orb import OrbFeatures
-from features.thumbprint import ThumbprintFeatures
-from conftest import encode, make_design
+from conftest import SAMPLES, encode, make_design, sample, weight_free_engine
 from fakes import CountingExtractor
 
 
@@ -73,12 +71,9 @@ def test_small_design_on_a_catalogue_page_is_verified_with_its_box(cfg):
     # Four designs of ~220 px on a 2,000 px page: in the 512 px analysis picture each
     # spans ~56 px; their regions are cut from a detailed decode and verified on their
     # own points. Other designs, alone in their files, compete.
-    from pathlib import Path
-
-    from engine.images.decode import decode
     from features.orb import MirroredOrbFeatures, OrbFeatures
 
-    samples = Path(__file__).resolve().parent.parent / "static" / "images"
+    samples = SAMPLES
     on_page = [samples / n for n in ("fall_coloured_leaf_geral_01.png", "clipart_by_nicu_buculei_-_baloon1_04_02.png",
                                      "christmas_tree_mo_01.png", "red_flower_01.png")]
     alone = [samples / n for n in ("cloud.png", "arrow01_4.png", "jigsaw_blue_05.png", "star_37pt16step.png",
@@ -86,7 +81,7 @@ def test_small_design_on_a_catalogue_page_is_verified_with_its_box(cfg):
     page = Image.new("RGB", (2000, 2000), "white")
     placed = {}
     for i, path in enumerate(on_page):
-        design = decode(path.read_bytes()).image.copy()
+        design = sample(path.name)
         design.thumbnail((220, 220))
         x, y = 300 + (i % 2) * 1200, 300 + (i // 2) * 1200
         page.paste(design, (x, y))
@@ -152,9 +147,7 @@ def test_a_whole_design_found_again_is_not_outlined_by_one_of_its_own_regions(cf
     draw = ImageDraw.Draw(flag)
     draw.rectangle((0, 0, 359, 79), fill=(200, 20, 30))
     draw.rectangle((0, 160, 359, 239), fill=(10, 10, 10))
-    flag.save(cfg.images / "flag.png")
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
+    engine = weight_free_engine(cfg, {"flag.png": flag})
     assert len(engine.snapshot.data.regions) >= 2
     for copy in (flag, flag.rotate(-30, expand=True, fillcolor="white", resample=Image.Resampling.BICUBIC)):
         top = engine.search_bytes(encode(copy, "JPEG"), top_k=1)[0]

@@ -1,17 +1,11 @@
 """Icons too small for local features: thumbprint twins still make a duplicate verdict."""
 import io
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
-from engine import Engine
-from engine.images.decode import decode
-from features.hsv import HsvHistogram
-from features.orb import OrbFeatures
-from features.thumbprint import ThumbprintFeatures
+from conftest import sample, weight_free_engine
 
-SAMPLES = Path(__file__).resolve().parent.parent / "static" / "images"
 # Real openclipart designs, shrunk to the 64 px icons studios keep by the thousand.
 ICONS = ["arrow01_4.png", "arrow07_1.png", "christmas_tree_mo_01.png", "cloud.png",
          "fall_coloured_leaf_geral_01.png", "red_flower_01.png", "sunwheel_vikingdread_01.png", "fc14.png"]
@@ -19,7 +13,7 @@ OUTSIDE = ["arrow12_1.png", "jigsaw_red_01.png", "round_l.png", "olivier_one_bw_
 
 
 def icon(name: str, side: int = 64) -> Image.Image:
-    image = decode((SAMPLES / name).read_bytes()).image.copy()
+    image = sample(name)
     image.thumbnail((side, side))
     return image
 
@@ -32,11 +26,7 @@ def jpeg(image: Image.Image, quality: int = 60) -> bytes:
 
 @pytest.fixture
 def engine(cfg):
-    for name in ICONS:
-        icon(name).save(cfg.images / name)
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
-    return engine
+    return weight_free_engine(cfg, {name: icon(name) for name in ICONS})
 
 
 @pytest.mark.parametrize("quality", [50, 75])
@@ -60,9 +50,7 @@ def test_plain_shapes_of_other_colours_are_not_twins(cfg):
         ImageDraw.Draw(image).ellipse((4, 4, 60, 60), fill=colour)
         return image
 
-    disc((40, 70, 200)).save(cfg.images / "blue_ball.png")
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
+    engine = weight_free_engine(cfg, {"blue_ball.png": disc((40, 70, 200))}, points=False)
     # A copy either way: this small a disc's JPEG sits at the edge of the 'exact' rule's colours.
     assert engine.search_bytes(jpeg(disc((40, 70, 200)), 90), top_k=1)[0].verdict in ("exact", "duplicate")
     assert engine.search_bytes(jpeg(disc((220, 30, 30)), 90), top_k=1)[0].verdict == "similar"
@@ -101,10 +89,7 @@ def test_blank_designs_are_copies_of_each_other_and_of_nothing_else(cfg):
     one design for a search and for the duplicate groups; a drawn design is never their twin."""
     Image.new("RGBA", (500, 500), (0, 0, 0, 0)).save(cfg.images / "transparent_export.png")
     Image.new("RGB", (300, 200), "white").save(cfg.images / "empty_canvas.png")
-    for name in ICONS[:3]:
-        icon(name).save(cfg.images / name)
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
+    engine = weight_free_engine(cfg, {name: icon(name) for name in ICONS[:3]})
 
     blank = engine.search_bytes(jpeg(Image.new("RGB", (120, 120), "white"), 90), top_k=5)
     copies = {r.path for r in blank if r.verdict in ("duplicate", "exact")}

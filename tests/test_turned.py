@@ -8,11 +8,8 @@ from dataclasses import replace
 import pytest
 from PIL import Image, ImageDraw
 
-from engine import Engine
+from conftest import weight_free_engine
 from engine.match import turned
-from features.hsv import HsvHistogram
-from features.orb import OrbFeatures
-from features.thumbprint import ThumbprintFeatures
 
 
 def flag(stripes, size=(360, 240)) -> Image.Image:
@@ -49,10 +46,7 @@ def engine(cfg):
     draw = ImageDraw.Draw(suitcase)
     draw.rounded_rectangle((10, 60, 290, 210), radius=25, fill="black")
     draw.rounded_rectangle((110, 10, 190, 70), radius=15, outline="black", width=14)
-    suitcase.save(cfg.images / "suitcase.png")
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
-    return engine
+    return weight_free_engine(cfg, {"suitcase.png": suitcase})
 
 
 @pytest.mark.parametrize("degrees", [-35, 20, 160])
@@ -76,9 +70,7 @@ def test_a_tricolour_turned_a_quarter_is_aligned_the_right_way_round(cfg, degree
     aligned that way round, the drawings (green onto orange) would not coincide."""
     tricolour = flag([((22, 155, 98), 1), ((255, 255, 255), 1), ((255, 136, 62), 1)], size=(240, 480))
     tricolour = tricolour.rotate(90, expand=True)  # stripes side by side, twice as wide as high
-    tricolour.save(cfg.images / "vertical.png")
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
+    engine = weight_free_engine(cfg, {"vertical.png": tricolour})
     turned_copy = io.BytesIO()
     # Its orange's saturation (0.757) lies on a colour-bin edge that a JPEG's re-encoding crosses.
     turned_on_page(tricolour, degrees).save(turned_copy, form)
@@ -110,9 +102,7 @@ def starred(x: int, r: float = 14) -> Image.Image:
 def test_a_turned_sibling_with_its_own_drawing_is_not_a_copy(cfg):
     """Two flags on one template, each with its star elsewhere: their thumbprints correlate
     like twins', turned or not; turned onto each other, each keeps drawing of its own."""
-    starred(60).save(cfg.images / "star_left.png")
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
+    engine = weight_free_engine(cfg, {"star_left.png": starred(60)})
     assert engine.search_bytes(jpeg(turned_on_page(starred(60), 20)), top_k=1)[0].verdict == "duplicate"
     assert engine.search_bytes(jpeg(turned_on_page(starred(300), 20)), top_k=1)[0].verdict == "similar"
 
@@ -131,10 +121,7 @@ def test_an_upright_copy_outranks_a_design_that_is_its_turned_twin(cfg):
     arrow = Image.new("RGB", (240, 120), "white")
     ImageDraw.Draw(arrow).polygon([(10, 40), (170, 40), (170, 10), (230, 60), (170, 110), (170, 80), (10, 80)],
                                   fill=(60, 60, 60))
-    arrow.save(cfg.images / "right.png")
-    arrow.rotate(90, expand=True, fillcolor="white").save(cfg.images / "up.png")
-    engine = Engine(cfg, extractors={"hsv": HsvHistogram(), "orb": OrbFeatures(), "thumbprint": ThumbprintFeatures()})
-    engine.reindex()
+    engine = weight_free_engine(cfg, {"right.png": arrow, "up.png": arrow.rotate(90, expand=True, fillcolor="white")})
     results = engine.search_bytes(jpeg(arrow), top_k=2)
     assert [r.path for r in results] == ["right.png", "up.png"]
     assert results[0].verdict in ("exact", "duplicate")

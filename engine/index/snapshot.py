@@ -72,8 +72,7 @@ class Snapshot:
         row) while they are scanned whole, else the nearest in their coded index."""
         if self.thumbprint_index is None:
             return None
-        views = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]]))
-        _, rows = self.thumbprint_index.search(views, TWIN_CANDIDATES)
+        _, rows = self.thumbprint_index.search(thumbprint.views(grid), TWIN_CANDIDATES)
         return sorted({int(r) for r in rows.ravel() if r >= 0})
 
     def fused_rows(self) -> np.ndarray:

@@ -87,7 +87,7 @@ def search(
     asked = _Query(query, shares, all_features, query_sha256, query_size, image)
     checks: dict[int, Verification] = {}
     if image is not None:
-        checks = _verify(snapshot, image, {n: query[n] for n in shares}, asked)
+        checks = _verify(snapshot, asked)
         if previews is not None and snapshot.thumbprints is not None:
             checks |= _turned_twins(snapshot, image, query, list(rows)[:turned.CANDIDATES], checks, previews)
         supported = (r for r, c in checks.items() if verified(c) or rank_support(c) > 0)
@@ -99,12 +99,12 @@ def search(
     return results[:top_k]
 
 
-def _verify(snapshot: Snapshot, image: Image.Image, query, asked: "_Query") -> dict[int, Verification]:
+def _verify(snapshot: Snapshot, asked: "_Query") -> dict[int, Verification]:
     """Local-feature checks against every image and every region sharing points, plus
     thumbprint twins (of the same colours, unless the query ignores colour)."""
     checks: dict[int, Verification] = {}
     if snapshot.local is not None:
-        found = verify_all(Points.of_image(image), snapshot.local, regions=True)
+        found = verify_all(Points.of_image(asked.image), snapshot.local, regions=True)
         checks = {row: check for row, check in found.items() if row < snapshot.local.images}
         # A region is checked in its own crop's pixels, at the scale a query of it shows;
         # its image keeps whichever check agrees more, with the region's outline as its box.
@@ -115,6 +115,7 @@ def _verify(snapshot: Snapshot, image: Image.Image, query, asked: "_Query") -> d
                 checks[parent] = replace(check, box=tuple(float(v) for v in snapshot.data.regions.boxes[region]),
                                          region=True)
     if snapshot.thumbprints is not None:
+        query = {n: asked.vectors[n] for n in asked.shares}  # the features the query weighs
         colours = _stored_colours(snapshot, query)
         twins = twin_checks(asked.grid, snapshot.thumbprints, colours, query.get("hsv"),
                             rows=snapshot.thumbprint_candidates(asked.grid), inks=snapshot.inks)
@@ -201,10 +202,10 @@ class _Query:
 
     @cached_property
     def thumbprints(self) -> np.ndarray | None:
-        """Its thumbprint and its mirror image's, as unit rows (thumbprint.units)."""
+        """Its thumbprint and its mirror image's, as unit rows (thumbprint.views)."""
         if self.image is None:
             return None
-        return thumbprint.units(np.stack([self.grid, thumbprint.mirrored(self.grid[None])[0]]))
+        return thumbprint.views(self.grid)
 
 
 def _score(snapshot: Snapshot, query: _Query, rows: np.ndarray, checks, regions,
@@ -254,7 +255,12 @@ def _likeness(snapshot: Snapshot, query: _Query, rows: np.ndarray) -> np.ndarray
     0 where either has none."""
     if snapshot.thumbprints is None or query.thumbprints is None or not len(rows):
         return np.zeros(len(rows), np.float32)
-    return (snapshot.thumbprints[rows] @ query.thumbprints.T).max(axis=1)
+    return _correlations(snapshot.thumbprints[rows], query)
+
+
+def _correlations(units: np.ndarray, query: _Query) -> np.ndarray:
+    """Each unit row's correlation with the query's thumbprint, as is or mirrored."""
+    return (units @ query.thumbprints.T).max(axis=1)
 
 
 def _region_likeness(snapshot: Snapshot, query: _Query, row: int, box: tuple, previews: Previews) -> float:
@@ -269,8 +275,7 @@ def _region_likeness(snapshot: Snapshot, query: _Query, row: int, box: tuple, pr
     crop = preview[y0:y1, x0:x1]
     if crop.size == 0:
         return 0.0
-    grid = thumbprint.grid(Image.fromarray(crop))
-    return float((thumbprint.units(grid[None]) @ query.thumbprints.T).max())
+    return float(_correlations(thumbprint.units(thumbprint.grid(Image.fromarray(crop))[None]), query)[0])
 
 
 def _judge(snapshot: Snapshot, query: _Query, row: int, scores, score: float, check: Verification,

@@ -136,7 +136,7 @@ def twin_checks(grid: np.ndarray, thumbprints: np.ndarray, colours: np.ndarray |
     query's, twins must share colours too; with the stored rows' ink
     (thumbprint.ink), about as much ink.
     """
-    query = thumbprint.units(np.stack([grid, thumbprint.mirrored(grid[None])[0]] if mirrors else [grid]))
+    query = thumbprint.views(grid, mirrors)
     if rows is None:  # all of them, without copying the whole block per query
         scores = (thumbprints @ query.T).max(axis=1)
         rows = np.flatnonzero(scores >= TWIN_CORRELATION)
